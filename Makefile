@@ -1,0 +1,111 @@
+# xgbops: every step of the chain is a target here. Jenkins, GitHub Actions, docker-compose
+# and people call these targets, never the raw commands. `make` alone lists them.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+REPORTS := reports
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+SRC := src/xgbops
+CHECKED := src tests
+# The embedded default: MLflow on a SQLite file under .xgbops/ (what xgbops.config derives).
+MLFLOW_UI_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/.xgbops/mlflow.db)
+MLFLOW_UI_PORT ?= 5000
+# Extra options for the training steps, e.g. `make train TRAIN_ARGS=--no-promote`.
+TRAIN_ARGS ?=
+PROMOTE_ARGS ?=
+EXAMPLE ?= data/example.json
+
+.PHONY: help install install-runtime lock format format-check lint typecheck security test \
+	quality data-check train evaluate promote pipeline run mlflow-ui watch clean distclean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "xgbops needs Python >= 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+
+$(VENV)/.runtime: $(BIN)/python $(RUNTIME_LOCK) pyproject.toml
+	$(BIN)/pip install --quiet -r $(RUNTIME_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime $(DEV_LOCK)
+	$(BIN)/pip install --quiet -r $(DEV_LOCK)
+	@touch $@
+
+install-runtime: $(VENV)/.runtime ## Create .venv with the pinned runtime dependencies
+
+install: $(VENV)/.dev ## Create .venv with runtime + development dependencies (pinned)
+
+lock: $(VENV)/.dev ## Re-pin requirements/*.txt from pyproject.toml (needs network)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --no-header --quiet -o $(RUNTIME_LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --no-header --quiet -c $(RUNTIME_LOCK) -o $(DEV_LOCK)
+
+$(REPORTS):
+	@mkdir -p $@
+
+format: install ## Reformat the code with black
+	$(BIN)/black $(CHECKED)
+
+format-check: install ## Fail if black would reformat anything
+	$(BIN)/black --check --diff $(CHECKED)
+
+lint: install | $(REPORTS) ## pylint (>= 9.5) and flake8; reports for SonarQube in reports/
+	$(BIN)/pylint $(SRC) --output-format=colorized,parseable:$(REPORTS)/pylint.txt
+	$(BIN)/flake8 $(CHECKED) --tee --output-file=$(REPORTS)/flake8.txt
+
+typecheck: install ## mypy, strict on src
+	$(BIN)/mypy
+
+security: install | $(REPORTS) ## bandit (medium+ fails) and a secrets scan of tracked files
+	$(BIN)/bandit -q -c pyproject.toml -r $(SRC) -f json -o $(REPORTS)/bandit.json --exit-zero
+	$(BIN)/bandit -q -c pyproject.toml -r $(SRC) --severity-level medium
+	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --baseline .secrets.baseline
+
+test: install | $(REPORTS) ## pytest + branch coverage; JUnit and coverage XML in reports/
+	$(BIN)/pytest
+
+quality: format-check lint typecheck security test ## Every code check, as the quality pipeline runs them
+
+data-check: install-runtime ## Check the dataset against config/dataset.yaml; report in reports/
+	$(BIN)/xgbops data-check
+
+train: install-runtime ## Train, track in MLflow, register, promote if better (TRAIN_ARGS=...)
+	$(BIN)/xgbops train $(TRAIN_ARGS)
+
+evaluate: install-runtime ## Score the latest version on the holdout; plots in reports/evaluation
+	$(BIN)/xgbops evaluate
+
+promote: install-runtime ## Make the latest version champion if it beats the champion (PROMOTE_ARGS=...)
+	$(BIN)/xgbops promote $(PROMOTE_ARGS)
+
+pipeline: quality data-check train ## The local chain: quality -> data-check -> train
+
+run: install-runtime ## Quickstart: install, train if there is no champion, score the example
+	$(BIN)/xgbops train --skip-if-champion
+	@echo "Prediction of the champion for $(EXAMPLE):"
+	$(BIN)/xgbops predict $(EXAMPLE)
+	@echo
+	@echo "Next: 'make mlflow-ui' and open http://127.0.0.1:$(MLFLOW_UI_PORT) for runs, curves and the registry;"
+	@echo "      '$(BIN)/xgbops predict data/churn.csv' scores a CSV; 'make help' lists every target."
+
+mlflow-ui: install-runtime ## MLflow UI on the embedded store at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_UI_URI)" --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
+
+watch: install ## Re-run the relevant part of the chain whenever a project file changes
+	$(BIN)/xgbops watch
+
+clean: ## Remove reports, the embedded MLflow store and caches (keeps .venv)
+	rm -rf $(REPORTS) .xgbops .pytest_cache .mypy_cache .coverage .coverage.* htmlcov build
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv
+	rm -rf $(VENV)

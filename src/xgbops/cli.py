@@ -1,0 +1,274 @@
+"""The ``xgbops`` command: parses options, calls one library function, reports the outcome.
+
+Errors a user can fix (bad configuration, bad data, missing model) end with a one-line
+message naming what and why, and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import structlog
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from xgbops import XgbopsError
+from xgbops.config import ConfigError, Settings, load_settings
+from xgbops.data import DataValidationError
+
+app = typer.Typer(
+    help="Train, track, promote and score tabular XGBoost models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+VersionOption = Annotated[
+    Optional[str], typer.Option("--version", "-v", help="Registered version (default: latest).")
+]
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    dataset_config: Annotated[
+        Optional[Path], typer.Option(help="Dataset YAML (default config/dataset.yaml).")
+    ] = None,
+    train_config: Annotated[
+        Optional[Path], typer.Option(help="Training YAML (default config/train.yaml).")
+    ] = None,
+) -> None:
+    overrides = {
+        key: value
+        for key, value in (("dataset_config", dataset_config), ("train_config", train_config))
+        if value is not None
+    }
+    ctx.obj = overrides
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = load_settings(**(ctx.obj or {}))
+    configure_logging(settings)
+    return settings
+
+
+def configure_logging(settings: Settings) -> None:
+    """Structured logs on stderr: pretty in a terminal, JSON lines otherwise."""
+    json_logs = settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stderr.isatty()
+    )
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelName(settings.log_level)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def _status(message: str) -> Iterator[None]:
+    with err.status(message, spinner="dots"):
+        yield
+
+
+@app.command("data-check")
+def data_check(ctx: typer.Context) -> None:
+    """Check the dataset against its config; write reports/data-check.{json,txt}."""
+    from xgbops import data  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status(f"Checking {settings.data_path}"):
+        frame = data.read_csv(settings.data_path, settings.dataset)
+        report = data.check_data(frame, settings.dataset, settings.data_path)
+        paths = data.write_report(report, settings.reports_path)
+    typer.echo(report.to_text(), nl=False)
+    typer.echo(f"report: {', '.join(map(str, paths))}")
+    if not report.passed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    promote: Annotated[
+        bool, typer.Option(help="Decide the champion at the end (--no-promote leaves it).")
+    ] = True,
+    force: Annotated[bool, typer.Option(help="Make the new version champion regardless.")] = False,
+    skip_if_champion: Annotated[
+        bool, typer.Option(help="Do nothing if the registry already has a champion.")
+    ] = False,
+) -> None:
+    """Train, log to MLflow, register a version, promote it if it beats the champion."""
+    from xgbops import train as training  # pylint: disable=import-outside-toplevel
+    from xgbops.tracking import Tracker  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    if skip_if_champion:
+        champion = Tracker(settings).champion(settings.train.model_name)
+        if champion is not None:
+            typer.echo(f"{champion.name} v{champion.version} is champion; not training.")
+            return
+    total = settings.train.num_boost_round
+    with Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds (early stopping may end sooner)"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("train", total=total)
+        result = training.train(
+            settings,
+            promote=promote,
+            force=force,
+            on_round=lambda done, _total: progress.update(task, completed=done),
+        )
+    typer.echo(f"run {result.run_id}: {result.model_name} v{result.version} "
+               f"(best round {result.best_iteration}, {result.duration_seconds:.1f}s)")
+    typer.echo(_metrics_table(result.metrics))
+    if result.decision is not None:
+        typer.echo(result.decision.summary())
+    typer.echo(f"reports: {result.report_dir}")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    version: VersionOption = None,
+    alias: Annotated[Optional[str], typer.Option(help="Evaluate the version with this alias.")] = None,
+) -> None:
+    """Score a registered version on the holdout; write plots to reports/evaluation."""
+    from xgbops import train as training  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status("Evaluating on the holdout"):
+        result = training.evaluate_version(settings, version=version, alias=alias)
+    typer.echo(f"{result.model_name} v{result.version} on the holdout:")
+    typer.echo(_metrics_table(result.metrics))
+    typer.echo(f"reports: {result.report_dir}")
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: VersionOption = None,
+    force: Annotated[bool, typer.Option(help="Promote whatever the scores.")] = False,
+) -> None:
+    """Make a version (latest by default) champion if it beats the current one."""
+    from xgbops import train as training  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status("Comparing with the champion"):
+        decision = training.promote_version(settings, version, force=force)
+    typer.echo(decision.summary())
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="JSON or CSV file of records, or - for stdin.")],
+    input_format: Annotated[
+        Optional[str], typer.Option("--format", help="json or csv (default: from the file name).")
+    ] = None,
+    model_dir: Annotated[
+        Optional[Path], typer.Option(help="A saved model directory instead of the registry.")
+    ] = None,
+    version: VersionOption = None,
+) -> None:
+    """Print probability and label for each record, scored by the champion by default."""
+    from xgbops import predict as scoring  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    text = sys.stdin.read() if source == "-" else _read_text(Path(source))
+    fmt = input_format or ("csv" if source.lower().endswith(".csv") else "json")
+    numeric = [f.name for f in settings.dataset.features if f.type == "numeric"]
+    records = scoring.parse_records(text, fmt, numeric)
+    if model_dir is None:
+        with _status("Fetching the model from the registry"):
+            model_dir = _registry_model(settings, version)
+    predictor = scoring.Predictor.from_directory(model_dir)
+    missing = sorted({n for r in records for n in predictor.model.featurizer.input_names} - {
+        k for r in records for k in r
+    })
+    if missing:
+        err.print(f"[yellow]warning: no value for {missing}; scored as missing[/]")
+    results = [
+        {"probability": round(p.probability, 6), "label": p.label}
+        for p in predictor.predict(records)
+    ]
+    typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+
+
+@app.command("watch")
+def watch_command(ctx: typer.Context) -> None:
+    """Re-run quality, data-check or train (make targets) when a project file changes."""
+    from xgbops import watch  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    typer.echo(f"watching {settings.project_dir} (Ctrl-C to stop)")
+    watch.watch(settings.project_dir)
+
+
+def _registry_model(settings: Settings, version: str | None) -> Path:
+    from xgbops.tracking import CHAMPION_ALIAS, Tracker  # pylint: disable=import-outside-toplevel
+
+    tracker = Tracker(settings)
+    alias = None if version else CHAMPION_ALIAS
+    return tracker.download_model(settings.train.model_name, version=version, alias=alias)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+
+
+def _metrics_table(metrics: dict[str, float]) -> str:
+    return "\n".join(f"  {name:<10} {value:.4f}" for name, value in metrics.items())
+
+
+def main() -> None:
+    """Entry point: run the app and turn known errors into a message and an exit status."""
+    try:
+        app(standalone_mode=False)
+    except DataValidationError as exc:
+        err.print(exc.report.to_text(), end="", markup=False, highlight=False)
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        sys.exit(EXIT_CHECK_FAILED)
+    except XgbopsError as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("aborted", style="red")
+        sys.exit(130)

@@ -1,0 +1,348 @@
+"""Typed settings: the dataset and training YAML files plus environment overrides.
+
+Everything configurable in xgbops is read here, once, and handed to the other modules as
+arguments. Nothing is read at import time: call :func:`load_settings`.
+
+Precedence, highest first: keyword arguments, environment (``XGBOPS_*``; nested keys joined
+with ``__``, e.g. ``XGBOPS_TRAIN__PARAMS__MAX_DEPTH=4``), the YAML files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from xgbops import XgbopsError
+
+ENV_PREFIX = "XGBOPS_"
+DEFAULT_DATASET_CONFIG = Path("config/dataset.yaml")
+DEFAULT_TRAIN_CONFIG = Path("config/train.yaml")
+
+#: Holdout metrics a promotion may be decided on, and whether higher is better.
+METRIC_DIRECTIONS: dict[str, bool] = {
+    "accuracy": True,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "roc_auc": True,
+    "pr_auc": True,
+    "log_loss": False,
+    "brier": False,
+}
+
+
+class ConfigError(XgbopsError):
+    """A configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericFeature(_Strict):
+    """A numeric input; ``min``/``max`` bound the accepted values (inclusive)."""
+
+    name: str = Field(min_length=1)
+    type: Literal["numeric"]
+    description: str = Field(min_length=1)
+    nullable: bool = False
+    integer: bool = False
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> NumericFeature:
+        for bound in (self.min, self.max):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError("min and max must be finite numbers")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class CategoricalFeature(_Strict):
+    """A categorical input; any value outside ``categories`` is rejected."""
+
+    name: str = Field(min_length=1)
+    type: Literal["categorical"]
+    description: str = Field(min_length=1)
+    nullable: bool = False
+    categories: list[str] = Field(min_length=1)
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, categories: list[str]) -> list[str]:
+        duplicates = sorted({c for c in categories if categories.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate categories: {duplicates}")
+        return categories
+
+
+Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="type")]
+
+
+class Target(_Strict):
+    """The label column and the values that mean positive and negative."""
+
+    column: str = Field(min_length=1)
+    positive: str
+    negative: str
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Target:
+        if self.positive == self.negative:
+            raise ValueError("positive and negative labels must differ")
+        return self
+
+
+class DataChecks(_Strict):
+    """Dataset-level checks beyond the per-column ones."""
+
+    min_positive_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_positive_rate: float = Field(default=0.99, ge=0.0, le=1.0)
+    allow_duplicate_rows: bool = False
+
+
+class DatasetConfig(_Strict):
+    """What ``config/dataset.yaml`` describes: where the data is and what each column means."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    path: Path
+    target: Target
+    checks: DataChecks = DataChecks()
+    features: list[Feature] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> DatasetConfig:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate feature names: {duplicates}")
+        if self.target.column in names:
+            raise ValueError(f"target column {self.target.column!r} is also listed as a feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Input columns in the order the model sees them."""
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> NumericFeature | CategoricalFeature:
+        """Return the feature called ``name``; raises KeyError if there is none."""
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+
+class Split(_Strict):
+    """How rows are divided into train, validation (early stopping) and holdout."""
+
+    holdout_size: float = Field(default=0.2, gt=0.0, lt=1.0)
+    validation_size: float = Field(default=0.2, gt=0.0, lt=1.0)
+    stratify: bool = True
+
+
+class Promotion(_Strict):
+    """The holdout metric a new version must beat to become champion."""
+
+    metric: str = "roc_auc"
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        if metric not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRIC_DIRECTIONS)}")
+        return metric
+
+    @property
+    def greater_is_better(self) -> bool:
+        """True when a higher value of the metric is better."""
+        return METRIC_DIRECTIONS[self.metric]
+
+
+class TrainConfig(_Strict):
+    """What ``config/train.yaml`` describes: hyper-parameters, seed, split and promotion."""
+
+    model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 42
+    split: Split = Split()
+    params: dict[str, Any] = Field(default_factory=dict)
+    num_boost_round: int = Field(default=500, ge=1)
+    early_stopping_rounds: int | None = Field(default=50, ge=1)
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    promotion: Promotion = Promotion()
+
+    @field_validator("params")
+    @classmethod
+    def _binary_objective(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # Values from the environment arrive as strings: read them as YAML scalars ("4" -> 4).
+        params = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in params.items()}
+        objective = params.get("objective", "binary:logistic")
+        if objective != "binary:logistic":
+            raise ValueError(f"objective must be binary:logistic (got {objective!r})")
+        return params
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Loads the dataset and train YAML files named by the other sources."""
+
+    def __init__(self, settings_cls: type[BaseSettings], files: dict[str, Path]) -> None:
+        super().__init__(settings_cls)
+        self._files = files
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # pragma: no cover - __call__ is overridden
+
+    def __call__(self) -> dict[str, Any]:
+        return {key: read_yaml(path) for key, path in self._files.items()}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML or is not a mapping.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return content
+
+
+class Settings(BaseSettings):
+    """All settings of one xgbops process.
+
+    Paths are relative to ``project_dir`` unless absolute; use the ``*_path`` properties.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    project_dir: Path = Field(default_factory=Path.cwd)
+    dataset_config: Path = DEFAULT_DATASET_CONFIG
+    train_config: Path = DEFAULT_TRAIN_CONFIG
+    state_dir: Path = Path(".xgbops")
+    reports_dir: Path = Path("reports")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "XGBOPS_MLFLOW_TRACKING_URI")
+    )
+    experiment_name: str = "xgbops"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    dataset: DatasetConfig
+    train: TrainConfig
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        paths = _config_paths(init_settings(), settings_cls)
+        return (init_settings, env_settings, _YamlSource(settings_cls, paths))
+
+    def resolve(self, path: Path) -> Path:
+        """Return ``path`` made absolute against the project directory."""
+        return path if path.is_absolute() else self.project_dir / path
+
+    @property
+    def data_path(self) -> Path:
+        """The dataset CSV."""
+        return self.resolve(self.dataset.path)
+
+    @property
+    def state_path(self) -> Path:
+        """Project-local directory (ignored by git) for the embedded MLflow store and caches."""
+        return self.resolve(self.state_dir)
+
+    @property
+    def reports_path(self) -> Path:
+        """Where reports, plots and test results are written."""
+        return self.resolve(self.reports_dir)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: the environment's, else a SQLite file in the state directory."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Artifact folder used with the embedded SQLite store."""
+        return self.state_path / "mlartifacts"
+
+
+def _config_paths(init: dict[str, Any], settings_cls: type[BaseSettings]) -> dict[str, Path]:
+    """Find the YAML files before the settings exist: keyword arguments, then environment."""
+    env = EnvSettingsSource(settings_cls, env_prefix=ENV_PREFIX)()
+    project_dir = Path(init.get("project_dir") or env.get("project_dir") or Path.cwd())
+    files = {}
+    for key, default in (("dataset", DEFAULT_DATASET_CONFIG), ("train", DEFAULT_TRAIN_CONFIG)):
+        path = Path(init.get(f"{key}_config") or env.get(f"{key}_config") or default)
+        files[key] = path if path.is_absolute() else project_dir / path
+    return files
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from YAML, environment and ``overrides``.
+
+    Args:
+        overrides: field values that take precedence over everything else, e.g. ``project_dir``.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: a file is missing or invalid; the message names the file, field and reason.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, overrides)) from exc
+
+
+def _describe(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    paths = _config_paths(overrides, Settings)
+    lines = []
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"]]
+        source = paths.get(location[0]) if location else None
+        where = ".".join(location[1:] if source else location) or "(top level)"
+        prefix = f"{source}: " if source else ""
+        lines.append(f"{prefix}{where}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,219 @@
+"""The model artifact: a numpy featuriser and an XGBoost booster, saved as two plain files.
+
+The featuriser is built from the dataset configuration and is the only code that turns input
+values into the matrix the booster sees, at training and at prediction time alike. A saved
+model is a directory holding ``booster.ubj`` (XGBoost's own UBJSON format) and ``model.json``
+(the featuriser, the labels and the decision threshold); loading it needs numpy and xgboost only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import xgboost as xgb
+
+from xgbops import XgbopsError
+from xgbops.config import DatasetConfig
+
+SPEC_FILE = "model.json"
+BOOSTER_FILE = "booster.ubj"
+SPEC_FORMAT = 1
+
+Matrix = npt.NDArray[np.float32]
+
+
+class ModelFormatError(XgbopsError):
+    """A saved model directory is missing a file or holds a spec this version cannot read."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column as the featuriser sees it."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    categories: tuple[str, ...] = ()
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Featurizer:
+    """Turns input values into a float32 matrix: numbers as they are, categories one-hot.
+
+    A missing value, and a category the featuriser does not know, become NaN, which XGBoost
+    routes down each split's learned default branch.
+    """
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = tuple(columns)
+        self.output_names: list[str] = []
+        # name -> output index (numeric) or {category: output index} (categorical)
+        self._slots: dict[str, int | dict[str, int]] = {}
+        for column in self.columns:
+            if column.kind == "numeric":
+                self._slots[column.name] = len(self.output_names)
+                self.output_names.append(column.name)
+            else:
+                slots = {}
+                for category in column.categories:
+                    slots[category] = len(self.output_names)
+                    self.output_names.append(f"{column.name}={category}")
+                self._slots[column.name] = slots
+
+    @classmethod
+    def from_dataset(cls, dataset: DatasetConfig) -> Featurizer:
+        """Build the featuriser that the dataset configuration describes."""
+        columns = [
+            Column(f.name, "categorical", tuple(f.categories))
+            if f.type == "categorical"
+            else Column(f.name, "numeric")
+            for f in dataset.features
+        ]
+        return cls(columns)
+
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the input columns, in order."""
+        return [c.name for c in self.columns]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description from which :meth:`from_dict` rebuilds this featuriser."""
+        return {
+            "columns": [
+                {"name": c.name, "kind": c.kind, "categories": list(c.categories)}
+                for c in self.columns
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Featurizer:
+        """Rebuild a featuriser from :meth:`to_dict` output."""
+        return cls(
+            [
+                Column(c["name"], c["kind"], tuple(c.get("categories", ())))
+                for c in spec["columns"]
+            ]
+        )
+
+    def transform_columns(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Matrix:
+        """Featurise column-oriented data (e.g. ``{name: df[name].to_numpy()}``).
+
+        Raises:
+            KeyError: an input column is absent.
+        """
+        n_rows = len(next(iter(columns.values()))) if columns else 0
+        out = np.zeros((n_rows, len(self.output_names)), dtype=np.float32)
+        for column in self.columns:
+            values = columns[column.name]
+            slot = self._slots[column.name]
+            if isinstance(slot, int):
+                out[:, slot] = _as_float(values)
+                continue
+            objects = np.asarray(values, dtype=object)
+            known = np.zeros(n_rows, dtype=bool)
+            for category, index in slot.items():
+                hits = objects == category
+                out[:, index] = hits
+                known |= hits
+            out[np.ix_(~known, list(slot.values()))] = np.nan
+        return out
+
+    def transform_records(self, records: Sequence[Mapping[str, Any]]) -> Matrix:
+        """Featurise row-oriented data (a list of ``{name: value}``); absent keys count as missing."""
+        out = np.zeros((len(records), len(self.output_names)), dtype=np.float32)
+        for row, record in enumerate(records):
+            for name, slot in self._slots.items():
+                value = record.get(name)
+                if isinstance(slot, int):
+                    out[row, slot] = np.nan if _is_missing(value) else float(value)
+                elif isinstance(value, str) and value in slot:
+                    out[row, slot[value]] = 1.0
+                else:
+                    out[row, list(slot.values())] = np.nan
+        return out
+
+
+def _as_float(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([np.nan if _is_missing(v) else float(v) for v in values], dtype=np.float64)
+
+
+@dataclass
+class Model:
+    """A trained classifier: featuriser, booster, labels and threshold, plus free-form metadata."""
+
+    featurizer: Featurizer
+    booster: xgb.Booster
+    positive_label: str
+    negative_label: str
+    threshold: float = 0.5
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, features: Matrix) -> npt.NDArray[np.float64]:
+        """Probability of the positive label for each row of a featurised matrix."""
+        if features.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        scores = self.booster.inplace_predict(features, missing=np.nan)
+        return np.asarray(scores, dtype=np.float64)
+
+    def label(self, probability: float) -> str:
+        """The label a probability maps to under this model's threshold."""
+        return self.positive_label if probability >= self.threshold else self.negative_label
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON document saved beside the booster."""
+        return {
+            "format": SPEC_FORMAT,
+            "featurizer": self.featurizer.to_dict(),
+            "feature_names": self.featurizer.output_names,
+            "target": {"positive": self.positive_label, "negative": self.negative_label},
+            "threshold": self.threshold,
+            "xgboost_version": xgb.__version__,
+            "metadata": self.metadata,
+        }
+
+    def save(self, directory: Path) -> Path:
+        """Write ``model.json`` and ``booster.ubj`` into ``directory`` (created if needed)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(directory / BOOSTER_FILE)
+        (directory / SPEC_FILE).write_text(json.dumps(self.spec(), indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Model:
+        """Load a model saved by :meth:`save`.
+
+        Raises:
+            ModelFormatError: a file is missing or the spec is of an unknown format.
+        """
+        spec_path, booster_path = directory / SPEC_FILE, directory / BOOSTER_FILE
+        for path in (spec_path, booster_path):
+            if not path.is_file():
+                raise ModelFormatError(f"{path}: file not found; is {directory} a saved model?")
+        try:
+            spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{spec_path}: invalid JSON ({exc})") from exc
+        if spec.get("format") != SPEC_FORMAT:
+            raise ModelFormatError(f"{spec_path}: unsupported format {spec.get('format')!r}")
+        booster = xgb.Booster()
+        booster.load_model(booster_path)
+        return cls(
+            featurizer=Featurizer.from_dict(spec["featurizer"]),
+            booster=booster,
+            positive_label=spec["target"]["positive"],
+            negative_label=spec["target"]["negative"],
+            threshold=float(spec["threshold"]),
+            metadata=dict(spec.get("metadata", {})),
+        )

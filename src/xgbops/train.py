@@ -1,0 +1,464 @@
+"""Training: data + model + tracking composed into one tracked, registered, maybe promoted run.
+
+``train`` reads and checks the data, fits the booster with an evaluation set and early
+stopping, evaluates it on the holdout, logs everything to MLflow, registers a new version and
+moves the ``champion`` alias to it only if it beats the current champion on the configured
+holdout metric. ``evaluate_version`` and ``promote_version`` are the last two steps alone.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import structlog
+import xgboost as xgb
+
+from xgbops import evaluate
+from xgbops.config import DatasetConfig, Settings
+from xgbops.data import Splits, labels, load_dataset, split_dataset, write_report
+from xgbops.model import Featurizer, Matrix, Model, ModelFormatError
+from xgbops.tracking import CHAMPION_ALIAS, Tracker, git_commit
+
+log = structlog.get_logger(__name__)
+
+#: Called after each boosting round with (round, total rounds).
+RoundCallback = Callable[[int, int], None]
+
+
+@dataclass
+class FitResult:
+    """A fitted model with its per-round evaluation history."""
+
+    model: Model
+    history: dict[str, dict[str, list[float]]]
+    best_iteration: int
+
+
+@dataclass
+class PromotionDecision:
+    """Whether a version became champion, and the scores that decided it."""
+
+    metric: str
+    challenger_version: str
+    challenger_score: float
+    champion_version: str | None
+    champion_score: float | None
+    promoted: bool
+    reason: str
+
+    def summary(self) -> str:
+        """One line for people: the decision and both scores."""
+        champion = (
+            "no champion yet"
+            if self.champion_version is None
+            else f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
+        )
+        verdict = "PROMOTED" if self.promoted else "kept champion"
+        return (
+            f"{verdict}: challenger v{self.challenger_version} "
+            f"{self.metric}={self.challenger_score:.4f} vs {champion} ({self.reason})"
+        )
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced, for the CLI, the API and notifications."""
+
+    run_id: str
+    model_name: str
+    version: str
+    metrics: dict[str, float]
+    best_iteration: int
+    duration_seconds: float
+    decision: PromotionDecision | None
+    report_dir: Path
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationResult:
+    """Holdout metrics of one registered version."""
+
+    model_name: str
+    version: str
+    metrics: dict[str, float]
+    report_dir: Path
+
+
+class _RoundProgress(xgb.callback.TrainingCallback):  # type: ignore[misc]
+    def __init__(self, total: int, on_round: RoundCallback) -> None:
+        super().__init__()
+        self.total, self.on_round = total, on_round
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        self.on_round(epoch + 1, self.total)
+        return False
+
+
+def features_of(frame: pd.DataFrame, featurizer: Featurizer) -> Matrix:
+    """Featurise a checked data frame with the same code the predictor uses."""
+    return featurizer.transform_columns(
+        {name: frame[name].to_numpy(dtype=object) for name in featurizer.input_names}
+    )
+
+
+def fit_model(
+    splits: Splits, dataset: DatasetConfig, settings: Settings, on_round: RoundCallback | None = None
+) -> FitResult:
+    """Fit a booster on the train split, early-stopping on the validation split.
+
+    Returns:
+        The model cut at its best round, and the train/validation curves.
+    """
+    config = settings.train
+    featurizer = Featurizer.from_dataset(dataset)
+    names = featurizer.output_names
+    dtrain = xgb.DMatrix(
+        features_of(splits.train, featurizer), label=labels(splits.train, dataset), feature_names=names
+    )
+    dvalid = xgb.DMatrix(
+        features_of(splits.validation, featurizer),
+        label=labels(splits.validation, dataset),
+        feature_names=names,
+    )
+    history: dict[str, dict[str, list[float]]] = {}
+    params = {"seed": config.seed, "nthread": 0, **config.params}
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=config.num_boost_round,
+        evals=[(dtrain, "train"), (dvalid, "validation")],
+        early_stopping_rounds=config.early_stopping_rounds,
+        evals_result=history,
+        verbose_eval=False,
+        callbacks=[_RoundProgress(config.num_boost_round, on_round)] if on_round else None,
+    )
+    best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
+    model = Model(
+        featurizer=featurizer,
+        booster=booster[: best + 1],
+        positive_label=dataset.target.positive,
+        negative_label=dataset.target.negative,
+        threshold=config.threshold,
+    )
+    return FitResult(model=model, history=history, best_iteration=best)
+
+
+def score(model: Model, frame: pd.DataFrame, dataset: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """True 0/1 labels and predicted probabilities for a checked frame."""
+    y_true = labels(frame, dataset).to_numpy()
+    return y_true, model.predict_proba(features_of(frame, model.featurizer))
+
+
+def train(
+    settings: Settings,
+    *,
+    promote: bool = True,
+    force: bool = False,
+    on_round: RoundCallback | None = None,
+) -> TrainingResult:
+    """Train, log, register and (if it wins, or ``force``) promote a new model version.
+
+    Args:
+        settings: the loaded settings (dataset, training parameters, tracking URI).
+        promote: decide the champion at the end; False leaves that to :func:`promote_version`.
+        force: make the new version champion whatever the scores.
+        on_round: progress callback, called after each boosting round.
+
+    Raises:
+        xgbops.data.DataError: the data file cannot be read.
+        xgbops.data.DataValidationError: the data failed its checks.
+    """
+    started = time.perf_counter()
+    dataset, config = settings.dataset, settings.train
+    report_dir = settings.reports_path / "training"
+    frame, data_report = load_dataset(dataset, settings.data_path)
+    write_report(data_report, settings.reports_path)
+    write_report(data_report, report_dir)
+    splits = split_dataset(frame, dataset, config.split, config.seed)
+    fitted = fit_model(splits, dataset, settings, on_round)
+    y_true, y_score = score(fitted.model, splits.holdout, dataset)
+    holdout_metrics = evaluate.compute_metrics(y_true, y_score, config.threshold)
+    _write_evaluation(fitted, splits.holdout, dataset, y_true, y_score, report_dir)
+
+    tracker = Tracker(settings)
+    commit = git_commit(settings.project_dir)
+    params = _run_params(settings, data_report.sha256, splits, fitted.best_iteration)
+    run_name = f"{config.model_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    tags = {"xgbops.dataset": dataset.name, "xgbops.dataset_sha256": data_report.sha256}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    with tracker.run(run_name, tags) as run_id:
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        tracker.log_params(run_id, params)
+        tracker.log_curves(run_id, fitted.history)
+        tracker.log_metrics(run_id, {f"holdout_{k}": v for k, v in holdout_metrics.items()})
+        tracker.log_dataset(frame, settings.data_path, dataset.name, dataset.target.column, "training")
+        with tempfile.TemporaryDirectory(prefix="xgbops-model-") as tmp:
+            model_dir = Path(tmp) / "model"  # the artifact keeps this folder name
+            fitted.model.metadata.update(
+                {"model_name": config.model_name, "run_id": run_id, "trained_at": _now_iso()}
+            )
+            fitted.model.save(model_dir)
+            example = _input_example(splits.holdout, dataset)
+            output = pd.DataFrame({"probability": y_score[:5], "label": ["x"] * len(example)})
+            model_uri = tracker.log_model(model_dir, example, output)
+        version = tracker.register(model_uri, config.model_name, {"run_id": run_id})
+        structlog.contextvars.bind_contextvars(model_version=version)
+        decision = None
+        if promote:
+            decision = promote_version(
+                settings, version, force=force, tracker=tracker, holdout=splits.holdout,
+                challenger_metrics=holdout_metrics,
+            )
+        duration = time.perf_counter() - started
+        tracker.log_metrics(run_id, {"duration_seconds": duration, "best_iteration": fitted.best_iteration})
+        _write_model_card(report_dir, settings, version, params, holdout_metrics, decision, commit)
+        tracker.log_artifacts(run_id, report_dir, "reports")
+    structlog.contextvars.unbind_contextvars("run_id", "model_version")
+    result = TrainingResult(
+        run_id=run_id,
+        model_name=config.model_name,
+        version=version,
+        metrics=holdout_metrics,
+        best_iteration=fitted.best_iteration,
+        duration_seconds=duration,
+        decision=decision,
+        report_dir=report_dir,
+        params=params,
+    )
+    (report_dir / "result.json").write_text(json.dumps(_jsonable(result), indent=2), encoding="utf-8")
+    log.info("training.finished", version=version, run_id=run_id, **holdout_metrics)
+    return result
+
+
+def evaluate_version(
+    settings: Settings, version: str | None = None, alias: str | None = None
+) -> EvaluationResult:
+    """Score a registered version (latest by default) on the holdout and write its plots.
+
+    Raises:
+        xgbops.tracking.RegistryError: no such version.
+    """
+    dataset, config = settings.dataset, settings.train
+    tracker = Tracker(settings)
+    info = tracker.version(config.model_name, version=version, alias=alias)
+    model = tracker.load_model(config.model_name, version=info.version)
+    frame, _ = load_dataset(dataset, settings.data_path)
+    holdout = split_dataset(frame, dataset, config.split, config.seed).holdout
+    y_true, y_score = score(model, holdout, dataset)
+    result_metrics = evaluate.compute_metrics(y_true, y_score, model.threshold)
+    report_dir = settings.reports_path / "evaluation"
+    _write_plots(model, y_true, y_score, report_dir)
+    summary = {"model_name": config.model_name, "version": info.version, "metrics": result_metrics}
+    (report_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return EvaluationResult(config.model_name, info.version, result_metrics, report_dir)
+
+
+def promote_version(
+    settings: Settings,
+    version: str | None = None,
+    *,
+    force: bool = False,
+    tracker: Tracker | None = None,
+    holdout: pd.DataFrame | None = None,
+    challenger_metrics: dict[str, float] | None = None,
+) -> PromotionDecision:
+    """Give ``version`` (latest by default) the champion alias if it beats the champion.
+
+    Both are scored on the same, current holdout, so a champion trained on older data is
+    judged fairly; if the champion cannot score it (e.g. its features differ), its logged
+    holdout metric is used instead. A tie keeps the champion.
+    """
+    dataset, config = settings.dataset, settings.train
+    metric = config.promotion.metric
+    tracker = tracker or Tracker(settings)
+    name = config.model_name
+    challenger = tracker.version(name, version=version)
+    if holdout is None:
+        frame, _ = load_dataset(dataset, settings.data_path)
+        holdout = split_dataset(frame, dataset, config.split, config.seed).holdout
+    if challenger_metrics is None:
+        challenger_metrics = _holdout_metrics(tracker.load_model(name, challenger.version), holdout, dataset)
+    challenger_score = challenger_metrics[metric]
+    champion = tracker.champion(name)
+    champion_score: float | None = None
+    if champion is not None:
+        champion_score = _champion_score(tracker, champion, holdout, dataset, metric)
+    if champion is not None and champion.version == challenger.version:
+        promoted, reason = False, "already champion"
+    elif force:
+        promoted, reason = True, "forced"
+    elif champion is None or champion_score is None:
+        promoted, reason = True, "no champion to beat"
+    elif evaluate.is_better(challenger_score, champion_score, config.promotion.greater_is_better):
+        promoted, reason = True, f"better {metric}"
+    else:
+        promoted, reason = False, f"{metric} not better (a tie keeps the champion)"
+    if promoted:
+        tracker.set_champion(name, challenger.version)
+    decision = PromotionDecision(
+        metric=metric,
+        challenger_version=challenger.version,
+        challenger_score=challenger_score,
+        champion_version=None if champion is None else champion.version,
+        champion_score=champion_score,
+        promoted=promoted,
+        reason=reason,
+    )
+    _record_decision(tracker, challenger.run_id, name, decision)
+    log.info("promotion.decided", **asdict(decision))
+    return decision
+
+
+def _champion_score(
+    tracker: Tracker, champion: Any, holdout: pd.DataFrame, dataset: DatasetConfig, metric: str
+) -> float | None:
+    try:
+        model = tracker.load_model(champion.name, champion.version)
+        return _holdout_metrics(model, holdout, dataset)[metric]
+    except (ModelFormatError, KeyError, ValueError) as exc:
+        log.warning("promotion.champion_not_rescored", version=champion.version, error=str(exc))
+        logged = champion.metrics.get(f"holdout_{metric}")
+        return None if logged is None else float(logged)
+
+
+def _holdout_metrics(model: Model, holdout: pd.DataFrame, dataset: DatasetConfig) -> dict[str, float]:
+    y_true, y_score = score(model, holdout, dataset)
+    return evaluate.compute_metrics(y_true, y_score, model.threshold)
+
+
+def _record_decision(tracker: Tracker, run_id: str, name: str, decision: PromotionDecision) -> None:
+    values = {"promotion_challenger_score": decision.challenger_score}
+    if decision.champion_score is not None:
+        values["promotion_champion_score"] = decision.champion_score
+    tracker.log_metrics(run_id, values)
+    tags = {
+        "promotion.decision": "promoted" if decision.promoted else "rejected",
+        "promotion.reason": decision.reason,
+        "promotion.metric": decision.metric,
+        "promotion.previous_champion": decision.champion_version or "",
+    }
+    tracker.set_tags(run_id, tags)
+    tracker.tag_version(name, decision.challenger_version, tags)
+
+
+def _input_example(frame: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
+    """A few rows typed as clients send them, so the logged signature says long, not double."""
+    whole = {
+        f.name: "int64"
+        for f in dataset.features
+        if f.type == "numeric" and f.integer and not f.nullable
+    }
+    return frame[dataset.feature_names].head(5).astype(whole)
+
+
+def _write_evaluation(
+    fitted: FitResult,
+    holdout: pd.DataFrame,
+    dataset: DatasetConfig,
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    report_dir: Path,
+) -> None:
+    _write_plots(fitted.model, y_true, y_score, report_dir)
+    evaluate.plot_learning_curve(fitted.history, report_dir / "learning_curve.png")
+    predictions = holdout[dataset.feature_names].copy()
+    predictions["label"] = y_true
+    predictions["probability"] = y_score
+    predictions.to_csv(report_dir / "holdout_predictions.csv", index=False)
+
+
+def _write_plots(model: Model, y_true: np.ndarray, y_score: np.ndarray, report_dir: Path) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    names = [model.negative_label, model.positive_label]
+    evaluate.plot_roc(y_true, y_score, report_dir / "roc_curve.png")
+    evaluate.plot_precision_recall(y_true, y_score, report_dir / "pr_curve.png")
+    evaluate.plot_confusion_matrix(y_true, y_score, model.threshold, names, report_dir / "confusion_matrix.png")
+    importance = model.booster.get_score(importance_type="total_gain")
+    evaluate.plot_feature_importance(
+        {k: float(v) for k, v in importance.items()}, report_dir / "feature_importance.png"
+    )
+
+
+def _run_params(settings: Settings, sha256: str, splits: Splits, best_iteration: int) -> dict[str, Any]:
+    config = settings.train
+    return {
+        **{f"xgb_{key}": value for key, value in config.params.items()},
+        "num_boost_round": config.num_boost_round,
+        "early_stopping_rounds": config.early_stopping_rounds,
+        "seed": config.seed,
+        "threshold": config.threshold,
+        "holdout_size": config.split.holdout_size,
+        "validation_size": config.split.validation_size,
+        "promotion_metric": config.promotion.metric,
+        "dataset": settings.dataset.name,
+        "dataset_sha256": sha256,
+        "rows_train": len(splits.train),
+        "rows_validation": len(splits.validation),
+        "rows_holdout": len(splits.holdout),
+        "best_iteration": best_iteration,
+    }
+
+
+def _write_model_card(
+    report_dir: Path,
+    settings: Settings,
+    version: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    decision: PromotionDecision | None,
+    commit: str | None,
+) -> Path:
+    dataset, config = settings.dataset, settings.train
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
+    features = "\n".join(f"- `{f.name}` ({f.type}): {f.description}" for f in dataset.features)
+    promotion = decision.summary() if decision else "not decided in this run (`xgbops promote`)"
+    card = f"""# Model card: {config.model_name} v{version}
+
+- **Trained:** {_now_iso()} from commit `{commit or 'unknown'}`
+- **Task:** binary classification of `{dataset.target.column}`
+  (positive = `{dataset.target.positive}`), threshold {config.threshold}
+- **Data:** {dataset.name}, `{dataset.path}`, sha256 `{params['dataset_sha256']}`;
+  {params['rows_train']} train / {params['rows_validation']} validation /
+  {params['rows_holdout']} holdout rows (seed {config.seed})
+- **Estimator:** XGBoost booster, best round {params['best_iteration']}
+- **Champion alias (`{CHAMPION_ALIAS}`):** {promotion}
+
+## Holdout metrics
+
+| metric | value |
+|---|---|
+{rows}
+
+## Inputs
+
+{features}
+
+## Intended use and limits
+
+{dataset.description} Scores are probabilities for ranking and triage; they are only as good
+as the match between live data and the training data, so watch for drift before trusting them.
+"""
+    path = report_dir / "model_card.md"
+    path.write_text(card, encoding="utf-8")
+    return path
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _jsonable(result: TrainingResult) -> dict[str, Any]:
+    data = asdict(result)
+    data["report_dir"] = str(result.report_dir)
+    return data
