@@ -113,8 +113,11 @@ def data_check(ctx: typer.Context) -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    promote: Annotated[
-        bool, typer.Option(help="Decide the champion at the end (--no-promote leaves it).")
+    decide_champion: Annotated[
+        bool,
+        typer.Option(
+            "--promote/--no-promote", help="Decide the champion at the end (or leave it)."
+        ),
     ] = True,
     force: Annotated[bool, typer.Option(help="Make the new version champion regardless.")] = False,
     skip_if_champion: Annotated[
@@ -144,12 +147,14 @@ def train(
         task = progress.add_task("train", total=total)
         result = training.train(
             settings,
-            promote=promote,
+            promote=decide_champion,
             force=force,
             on_round=lambda done, _total: progress.update(task, completed=done),
         )
-    typer.echo(f"run {result.run_id}: {result.model_name} v{result.version} "
-               f"(best round {result.best_iteration}, {result.duration_seconds:.1f}s)")
+    typer.echo(
+        f"run {result.run_id}: {result.model_name} v{result.version} "
+        f"(best round {result.best_iteration}, {result.duration_seconds:.1f}s)"
+    )
     typer.echo(_metrics_table(result.metrics))
     if result.decision is not None:
         typer.echo(result.decision.summary())
@@ -160,7 +165,9 @@ def train(
 def evaluate(
     ctx: typer.Context,
     version: VersionOption = None,
-    alias: Annotated[Optional[str], typer.Option(help="Evaluate the version with this alias.")] = None,
+    alias: Annotated[
+        Optional[str], typer.Option(help="Evaluate the version with this alias.")
+    ] = None,
 ) -> None:
     """Score a registered version on the holdout; write plots to reports/evaluation."""
     from xgbops import train as training  # pylint: disable=import-outside-toplevel
@@ -212,9 +219,10 @@ def predict(
         with _status("Fetching the model from the registry"):
             model_dir = _registry_model(settings, version)
     predictor = scoring.Predictor.from_directory(model_dir)
-    missing = sorted({n for r in records for n in predictor.model.featurizer.input_names} - {
-        k for r in records for k in r
-    })
+    missing = sorted(
+        {n for r in records for n in predictor.model.featurizer.input_names}
+        - {k for r in records for k in r}
+    )
     if missing:
         err.print(f"[yellow]warning: no value for {missing}; scored as missing[/]")
     results = [

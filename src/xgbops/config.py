@@ -171,7 +171,9 @@ class Promotion(_Strict):
     @classmethod
     def _known(cls, metric: str) -> str:
         if metric not in METRIC_DIRECTIONS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRIC_DIRECTIONS)}")
+            raise ValueError(
+                f"unknown metric {metric!r}; choose one of {sorted(METRIC_DIRECTIONS)}"
+            )
         return metric
 
     @property
@@ -254,7 +256,8 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".xgbops")
     reports_dir: Path = Path("reports")
     mlflow_tracking_uri: str | None = Field(
-        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "XGBOPS_MLFLOW_TRACKING_URI")
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "XGBOPS_MLFLOW_TRACKING_URI"),
     )
     experiment_name: str = "xgbops"
     log_format: Literal["auto", "console", "json"] = "auto"

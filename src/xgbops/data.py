@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -244,7 +245,9 @@ def _schema_issues(cases: pd.DataFrame) -> Iterable[Issue]:
     # adds for it (the dtype check, and checks that errored on the uncoerced column).
     checks = cases["check"].astype(str)
     uncoerced = set(cases.loc[checks.str.startswith("coerce_dtype"), "column"])
-    echoes = cases["column"].isin(uncoerced) & (checks.str.startswith("dtype(") | cases["index"].isna())
+    echoes = cases["column"].isin(uncoerced) & (
+        checks.str.startswith("dtype(") | cases["index"].isna()
+    )
     cases = cases[~echoes]
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         kind, reason = _explain(str(check), group)
@@ -252,28 +255,34 @@ def _schema_issues(cases: pd.DataFrame) -> Iterable[Issue]:
         yield Issue(
             check=kind,
             reason=reason,
-            column=None if pd.isna(column) else str(column),
+            column=column if isinstance(column, str) else None,
             count=max(len(group), 1),
             lines=[i + 1 + _HEADER_LINES for i in indexes[:SAMPLE_SIZE]],
             values=[_plain(v) for v in group["failure_case"].head(SAMPLE_SIZE)],
         )
 
 
+_REASONS = {
+    "column_in_dataframe": ("missing_column", "column is missing from the file"),
+    "not_nullable": ("unexpected_null", "missing values in a column that may not be missing"),
+    "unknown category": ("unknown_category", "unknown category; not in the configured list"),
+    "unknown target label": (
+        "unknown_category",
+        "unknown target label; not in the configured list",
+    ),
+    "not a whole number": ("wrong_type", "values must be whole numbers"),
+}
+
+
 def _explain(check: str, group: pd.DataFrame) -> tuple[str, str]:
     """Map a pandera check name to an issue kind and a reason a person understands."""
-    if check == "column_in_dataframe":
-        return "missing_column", "column is missing from the file"
-    if check == "not_nullable":
-        return "unexpected_null", "missing values in a column that may not be missing"
+    if check in _REASONS:
+        return _REASONS[check]
     if check.startswith(("coerce_dtype", "dtype")):
         wanted = re.sub(r"^\w+\('?(.*?)'?\)$", r"\1", check)
         return "wrong_type", f"values cannot be read as {wanted}"
-    if "range" in check:
+    if check.startswith("out of range"):
         return "out_of_range", check
-    if check in {"unknown category", "unknown target label"}:
-        return "unknown_category", f"{check}; not in the configured list"
-    if check == "not a whole number":
-        return "wrong_type", "values must be whole numbers"
     return "failed_check", f"{check} ({len(group)} case(s))"
 
 
@@ -308,7 +317,7 @@ def _balance(frame: pd.DataFrame, dataset: DatasetConfig) -> tuple[float | None,
 
 def _plain(value: Any) -> Any:
     """Make a failure value JSON-friendly."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if hasattr(value, "item"):
         return value.item()

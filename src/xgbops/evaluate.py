@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 
 # pylint: disable=wrong-import-position
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 from sklearn import metrics  # noqa: E402
@@ -67,7 +68,9 @@ def plot_learning_curve(history: Mapping[str, Mapping[str, Sequence[float]]], pa
         path: the PNG to write.
     """
     metric_names = sorted({m for per_set in history.values() for m in per_set})
-    fig, axes = plt.subplots(1, max(len(metric_names), 1), figsize=(5 * max(len(metric_names), 1), 4))
+    fig, axes = plt.subplots(
+        1, max(len(metric_names), 1), figsize=(5 * max(len(metric_names), 1), 4)
+    )
     for axis, metric in zip(np.atleast_1d(axes), metric_names):
         for dataset, per_set in history.items():
             if metric in per_set:
@@ -104,7 +107,9 @@ def plot_confusion_matrix(
     y_true: Labels, y_score: Scores, threshold: float, class_names: Sequence[str], path: Path
 ) -> Path:
     """Confusion matrix at the decision threshold, counts in each cell."""
-    matrix = metrics.confusion_matrix(y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1])
+    matrix = metrics.confusion_matrix(
+        y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1]
+    )
     fig, axis = plt.subplots(figsize=(5, 4))
     image = axis.imshow(matrix, cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
@@ -132,7 +137,7 @@ def plot_feature_importance(importance: Mapping[str, float], path: Path, top: in
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

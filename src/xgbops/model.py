@@ -56,26 +56,29 @@ class Featurizer:
     def __init__(self, columns: Sequence[Column]) -> None:
         self.columns = tuple(columns)
         self.output_names: list[str] = []
-        # name -> output index (numeric) or {category: output index} (categorical)
-        self._slots: dict[str, int | dict[str, int]] = {}
+        # Each input owns the output block [start, stop): one cell if numeric, one per category.
+        self._blocks: dict[str, slice] = {}
+        self._category_index: dict[str, dict[str, int]] = {}
         for column in self.columns:
+            start = len(self.output_names)
             if column.kind == "numeric":
-                self._slots[column.name] = len(self.output_names)
                 self.output_names.append(column.name)
             else:
-                slots = {}
-                for category in column.categories:
-                    slots[category] = len(self.output_names)
-                    self.output_names.append(f"{column.name}={category}")
-                self._slots[column.name] = slots
+                self._category_index[column.name] = {
+                    category: start + offset for offset, category in enumerate(column.categories)
+                }
+                self.output_names.extend(f"{column.name}={c}" for c in column.categories)
+            self._blocks[column.name] = slice(start, len(self.output_names))
 
     @classmethod
     def from_dataset(cls, dataset: DatasetConfig) -> Featurizer:
         """Build the featuriser that the dataset configuration describes."""
         columns = [
-            Column(f.name, "categorical", tuple(f.categories))
-            if f.type == "categorical"
-            else Column(f.name, "numeric")
+            (
+                Column(f.name, "categorical", tuple(f.categories))
+                if f.type == "categorical"
+                else Column(f.name, "numeric")
+            )
             for f in dataset.features
         ]
         return cls(columns)
@@ -98,10 +101,7 @@ class Featurizer:
     def from_dict(cls, spec: Mapping[str, Any]) -> Featurizer:
         """Rebuild a featuriser from :meth:`to_dict` output."""
         return cls(
-            [
-                Column(c["name"], c["kind"], tuple(c.get("categories", ())))
-                for c in spec["columns"]
-            ]
+            [Column(c["name"], c["kind"], tuple(c.get("categories", ()))) for c in spec["columns"]]
         )
 
     def transform_columns(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Matrix:
@@ -113,40 +113,44 @@ class Featurizer:
         n_rows = len(next(iter(columns.values()))) if columns else 0
         out = np.zeros((n_rows, len(self.output_names)), dtype=np.float32)
         for column in self.columns:
-            values = columns[column.name]
-            slot = self._slots[column.name]
-            if isinstance(slot, int):
-                out[:, slot] = _as_float(values)
+            values, block = columns[column.name], self._blocks[column.name]
+            if column.kind == "numeric":
+                out[:, block.start] = _as_float(values)
                 continue
             objects = np.asarray(values, dtype=object)
             known = np.zeros(n_rows, dtype=bool)
-            for category, index in slot.items():
+            for category, index in self._category_index[column.name].items():
                 hits = objects == category
                 out[:, index] = hits
                 known |= hits
-            out[np.ix_(~known, list(slot.values()))] = np.nan
+            out[~known, block] = np.nan
         return out
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> Matrix:
-        """Featurise row-oriented data (a list of ``{name: value}``); absent keys count as missing."""
+        """Featurise row-oriented data (``[{name: value}]``); absent keys count as missing."""
         out = np.zeros((len(records), len(self.output_names)), dtype=np.float32)
         for row, record in enumerate(records):
-            for name, slot in self._slots.items():
+            for name, block in self._blocks.items():
                 value = record.get(name)
-                if isinstance(slot, int):
-                    out[row, slot] = np.nan if _is_missing(value) else float(value)
-                elif isinstance(value, str) and value in slot:
-                    out[row, slot[value]] = 1.0
+                categories = self._category_index.get(name)
+                if categories is None:
+                    out[row, block.start] = _scalar_float(value)
+                elif isinstance(value, str) and value in categories:
+                    out[row, categories[value]] = 1.0
                 else:
-                    out[row, list(slot.values())] = np.nan
+                    out[row, block] = np.nan
         return out
+
+
+def _scalar_float(value: Any) -> float:
+    return float("nan") if _is_missing(value) else float(value)
 
 
 def _as_float(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        return np.array([np.nan if _is_missing(v) else float(v) for v in values], dtype=np.float64)
+        return np.array([_scalar_float(v) for v in values], dtype=np.float64)
 
 
 @dataclass

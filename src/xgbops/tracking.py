@@ -25,7 +25,8 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 
 import xgbops
@@ -55,7 +56,7 @@ class VersionInfo:
     created_at_ms: int
 
 
-class XgbopsPyfunc(PythonModel):  # type: ignore[misc]
+class XgbopsPyfunc(PythonModel):  # pylint: disable=abstract-method  # no streaming
     """MLflow pyfunc wrapper so ``mlflow models serve`` serves the very same files."""
 
     def __init__(self) -> None:
@@ -66,7 +67,10 @@ class XgbopsPyfunc(PythonModel):  # type: ignore[misc]
         self._model = Model.load(Path(context.artifacts[MODEL_ARTIFACT]))
 
     def predict(
-        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Return ``probability`` and ``label`` per input row."""
         del context, params
@@ -151,7 +155,7 @@ class Tracker:
         with warnings.catch_warnings():
             # MLflow registers two equivalent local-file sources and warns that it picked one.
             warnings.filterwarnings("ignore", message="The specified dataset source")
-            dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, targets=target)
+            dataset = from_pandas(frame, source=str(source), name=name, targets=target)
         mlflow.log_input(dataset, context=context)
 
     def log_model(self, model_dir: Path, input_example: pd.DataFrame, output: pd.DataFrame) -> str:
@@ -173,7 +177,9 @@ class Tracker:
         version = mlflow.register_model(model_uri, name, tags=dict(tags or {}))
         return str(version.version)
 
-    def version(self, name: str, version: str | None = None, alias: str | None = None) -> VersionInfo:
+    def version(
+        self, name: str, version: str | None = None, alias: str | None = None
+    ) -> VersionInfo:
         """Look up a version by number, by alias, or the latest when neither is given.
 
         Raises:
@@ -190,9 +196,11 @@ class Tracker:
                     raise RegistryError(f"model {name!r} has no registered version")
                 found = max(versions, key=lambda v: int(v.version))
         except MlflowException as exc:
-            wanted = f"alias {alias!r}" if alias else f"version {version}" if version else "any version"
+            wanted = (
+                f"alias {alias!r}" if alias else f"version {version}" if version else "any version"
+            )
             raise RegistryError(f"model {name!r}: {wanted} not found in the registry") from exc
-        run = self.client.get_run(found.run_id)
+        run = self.client.get_run(str(found.run_id))
         return VersionInfo(
             name=name,
             version=str(found.version),
@@ -225,7 +233,11 @@ class Tracker:
         return Model.load(directory)
 
     def download_model(
-        self, name: str, version: str | None = None, alias: str | None = None, dst: Path | None = None
+        self,
+        name: str,
+        version: str | None = None,
+        alias: str | None = None,
+        dst: Path | None = None,
     ) -> Path:
         """Download a version's booster and featuriser into ``dst`` (a cache dir by default).
 

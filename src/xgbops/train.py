@@ -94,7 +94,7 @@ class EvaluationResult:
     report_dir: Path
 
 
-class _RoundProgress(xgb.callback.TrainingCallback):  # type: ignore[misc]
+class _RoundProgress(xgb.callback.TrainingCallback):
     def __init__(self, total: int, on_round: RoundCallback) -> None:
         super().__init__()
         self.total, self.on_round = total, on_round
@@ -112,7 +112,10 @@ def features_of(frame: pd.DataFrame, featurizer: Featurizer) -> Matrix:
 
 
 def fit_model(
-    splits: Splits, dataset: DatasetConfig, settings: Settings, on_round: RoundCallback | None = None
+    splits: Splits,
+    dataset: DatasetConfig,
+    settings: Settings,
+    on_round: RoundCallback | None = None,
 ) -> FitResult:
     """Fit a booster on the train split, early-stopping on the validation split.
 
@@ -123,7 +126,9 @@ def fit_model(
     featurizer = Featurizer.from_dataset(dataset)
     names = featurizer.output_names
     dtrain = xgb.DMatrix(
-        features_of(splits.train, featurizer), label=labels(splits.train, dataset), feature_names=names
+        features_of(splits.train, featurizer),
+        label=labels(splits.train, dataset),
+        feature_names=names,
     )
     dvalid = xgb.DMatrix(
         features_of(splits.validation, featurizer),
@@ -153,10 +158,24 @@ def fit_model(
     return FitResult(model=model, history=history, best_iteration=best)
 
 
-def score(model: Model, frame: pd.DataFrame, dataset: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+def score(
+    model: Model, frame: pd.DataFrame, dataset: DatasetConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """True 0/1 labels and predicted probabilities for a checked frame."""
     y_true = labels(frame, dataset).to_numpy()
     return y_true, model.predict_proba(features_of(frame, model.featurizer))
+
+
+@dataclass
+class _Candidate:
+    """A freshly fitted model and what the run logs about it."""
+
+    fitted: FitResult
+    holdout: pd.DataFrame
+    holdout_labels: np.ndarray
+    holdout_scores: np.ndarray
+    metrics: dict[str, float]
+    params: dict[str, Any]
 
 
 def train(
@@ -182,63 +201,103 @@ def train(
     dataset, config = settings.dataset, settings.train
     report_dir = settings.reports_path / "training"
     frame, data_report = load_dataset(dataset, settings.data_path)
-    write_report(data_report, settings.reports_path)
-    write_report(data_report, report_dir)
-    splits = split_dataset(frame, dataset, config.split, config.seed)
-    fitted = fit_model(splits, dataset, settings, on_round)
-    y_true, y_score = score(fitted.model, splits.holdout, dataset)
-    holdout_metrics = evaluate.compute_metrics(y_true, y_score, config.threshold)
-    _write_evaluation(fitted, splits.holdout, dataset, y_true, y_score, report_dir)
+    for directory in (settings.reports_path, report_dir):
+        write_report(data_report, directory)
+    candidate = _fit_candidate(settings, frame, data_report.sha256, on_round)
+    _write_evaluation(candidate, dataset, report_dir)
 
     tracker = Tracker(settings)
     commit = git_commit(settings.project_dir)
-    params = _run_params(settings, data_report.sha256, splits, fitted.best_iteration)
-    run_name = f"{config.model_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     tags = {"xgbops.dataset": dataset.name, "xgbops.dataset_sha256": data_report.sha256}
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    with tracker.run(run_name, tags) as run_id:
+    with tracker.run(f"{config.model_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags) as run_id:
         structlog.contextvars.bind_contextvars(run_id=run_id)
-        tracker.log_params(run_id, params)
-        tracker.log_curves(run_id, fitted.history)
-        tracker.log_metrics(run_id, {f"holdout_{k}": v for k, v in holdout_metrics.items()})
-        tracker.log_dataset(frame, settings.data_path, dataset.name, dataset.target.column, "training")
-        with tempfile.TemporaryDirectory(prefix="xgbops-model-") as tmp:
-            model_dir = Path(tmp) / "model"  # the artifact keeps this folder name
-            fitted.model.metadata.update(
-                {"model_name": config.model_name, "run_id": run_id, "trained_at": _now_iso()}
-            )
-            fitted.model.save(model_dir)
-            example = _input_example(splits.holdout, dataset)
-            output = pd.DataFrame({"probability": y_score[:5], "label": ["x"] * len(example)})
-            model_uri = tracker.log_model(model_dir, example, output)
-        version = tracker.register(model_uri, config.model_name, {"run_id": run_id})
+        version = _log_and_register(tracker, run_id, settings, frame, candidate)
         structlog.contextvars.bind_contextvars(model_version=version)
         decision = None
         if promote:
             decision = promote_version(
-                settings, version, force=force, tracker=tracker, holdout=splits.holdout,
-                challenger_metrics=holdout_metrics,
+                settings,
+                version,
+                force=force,
+                tracker=tracker,
+                holdout=candidate.holdout,
+                challenger_metrics=candidate.metrics,
             )
         duration = time.perf_counter() - started
-        tracker.log_metrics(run_id, {"duration_seconds": duration, "best_iteration": fitted.best_iteration})
-        _write_model_card(report_dir, settings, version, params, holdout_metrics, decision, commit)
+        tracker.log_metrics(run_id, {"duration_seconds": duration})
+        _write_model_card(
+            report_dir,
+            settings,
+            version=version,
+            candidate=candidate,
+            decision=decision,
+            commit=commit,
+        )
         tracker.log_artifacts(run_id, report_dir, "reports")
     structlog.contextvars.unbind_contextvars("run_id", "model_version")
     result = TrainingResult(
         run_id=run_id,
         model_name=config.model_name,
         version=version,
-        metrics=holdout_metrics,
-        best_iteration=fitted.best_iteration,
+        metrics=candidate.metrics,
+        best_iteration=candidate.fitted.best_iteration,
         duration_seconds=duration,
         decision=decision,
         report_dir=report_dir,
-        params=params,
+        params=candidate.params,
     )
-    (report_dir / "result.json").write_text(json.dumps(_jsonable(result), indent=2), encoding="utf-8")
-    log.info("training.finished", version=version, run_id=run_id, **holdout_metrics)
+    (report_dir / "result.json").write_text(
+        json.dumps(_jsonable(result), indent=2), encoding="utf-8"
+    )
+    log.info("training.finished", version=version, run_id=run_id, **candidate.metrics)
     return result
+
+
+def _fit_candidate(
+    settings: Settings, frame: pd.DataFrame, sha256: str, on_round: RoundCallback | None
+) -> _Candidate:
+    """Split, fit and score on the holdout."""
+    dataset, config = settings.dataset, settings.train
+    splits = split_dataset(frame, dataset, config.split, config.seed)
+    fitted = fit_model(splits, dataset, settings, on_round)
+    y_true, y_score = score(fitted.model, splits.holdout, dataset)
+    return _Candidate(
+        fitted=fitted,
+        holdout=splits.holdout,
+        holdout_labels=y_true,
+        holdout_scores=y_score,
+        metrics=evaluate.compute_metrics(y_true, y_score, config.threshold),
+        params=_run_params(settings, sha256, splits, fitted.best_iteration),
+    )
+
+
+def _log_and_register(
+    tracker: Tracker, run_id: str, settings: Settings, frame: pd.DataFrame, candidate: _Candidate
+) -> str:
+    """Log parameters, curves, metrics, dataset and model to the run; register the model."""
+    dataset, config = settings.dataset, settings.train
+    tracker.log_params(run_id, candidate.params)
+    tracker.log_curves(run_id, candidate.fitted.history)
+    tracker.log_metrics(run_id, {f"holdout_{k}": v for k, v in candidate.metrics.items()})
+    tracker.log_metrics(run_id, {"best_iteration": candidate.fitted.best_iteration})
+    tracker.log_dataset(frame, settings.data_path, dataset.name, dataset.target.column, "training")
+    model = candidate.fitted.model
+    model.metadata.update(
+        {"model_name": config.model_name, "run_id": run_id, "trained_at": _now_iso()}
+    )
+    with tempfile.TemporaryDirectory(prefix="xgbops-model-") as tmp:
+        model_dir = model.save(Path(tmp) / "model")  # the artifact keeps this folder name
+        example = _input_example(candidate.holdout, dataset)
+        output = pd.DataFrame(
+            {
+                "probability": candidate.holdout_scores[: len(example)],
+                "label": [model.label(p) for p in candidate.holdout_scores[: len(example)]],
+            }
+        )
+        model_uri = tracker.log_model(model_dir, example, output)
+    return tracker.register(model_uri, config.model_name, {"run_id": run_id})
 
 
 def evaluate_version(
@@ -288,7 +347,9 @@ def promote_version(
         frame, _ = load_dataset(dataset, settings.data_path)
         holdout = split_dataset(frame, dataset, config.split, config.seed).holdout
     if challenger_metrics is None:
-        challenger_metrics = _holdout_metrics(tracker.load_model(name, challenger.version), holdout, dataset)
+        challenger_metrics = _holdout_metrics(
+            tracker.load_model(name, challenger.version), holdout, dataset
+        )
     challenger_score = challenger_metrics[metric]
     champion = tracker.champion(name)
     champion_score: float | None = None
@@ -332,7 +393,9 @@ def _champion_score(
         return None if logged is None else float(logged)
 
 
-def _holdout_metrics(model: Model, holdout: pd.DataFrame, dataset: DatasetConfig) -> dict[str, float]:
+def _holdout_metrics(
+    model: Model, holdout: pd.DataFrame, dataset: DatasetConfig
+) -> dict[str, float]:
     y_true, y_score = score(model, holdout, dataset)
     return evaluate.compute_metrics(y_true, y_score, model.threshold)
 
@@ -362,17 +425,11 @@ def _input_example(frame: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
     return frame[dataset.feature_names].head(5).astype(whole)
 
 
-def _write_evaluation(
-    fitted: FitResult,
-    holdout: pd.DataFrame,
-    dataset: DatasetConfig,
-    y_true: np.ndarray,
-    y_score: np.ndarray,
-    report_dir: Path,
-) -> None:
+def _write_evaluation(candidate: _Candidate, dataset: DatasetConfig, report_dir: Path) -> None:
+    fitted, y_true, y_score = candidate.fitted, candidate.holdout_labels, candidate.holdout_scores
     _write_plots(fitted.model, y_true, y_score, report_dir)
     evaluate.plot_learning_curve(fitted.history, report_dir / "learning_curve.png")
-    predictions = holdout[dataset.feature_names].copy()
+    predictions = candidate.holdout[dataset.feature_names].copy()
     predictions["label"] = y_true
     predictions["probability"] = y_score
     predictions.to_csv(report_dir / "holdout_predictions.csv", index=False)
@@ -383,14 +440,19 @@ def _write_plots(model: Model, y_true: np.ndarray, y_score: np.ndarray, report_d
     names = [model.negative_label, model.positive_label]
     evaluate.plot_roc(y_true, y_score, report_dir / "roc_curve.png")
     evaluate.plot_precision_recall(y_true, y_score, report_dir / "pr_curve.png")
-    evaluate.plot_confusion_matrix(y_true, y_score, model.threshold, names, report_dir / "confusion_matrix.png")
+    evaluate.plot_confusion_matrix(
+        y_true, y_score, model.threshold, names, report_dir / "confusion_matrix.png"
+    )
     importance = model.booster.get_score(importance_type="total_gain")
     evaluate.plot_feature_importance(
-        {k: float(v) for k, v in importance.items()}, report_dir / "feature_importance.png"
+        {k: float(v) for k, v in importance.items() if isinstance(v, (int, float))},
+        report_dir / "feature_importance.png",
     )
 
 
-def _run_params(settings: Settings, sha256: str, splits: Splits, best_iteration: int) -> dict[str, Any]:
+def _run_params(
+    settings: Settings, sha256: str, splits: Splits, best_iteration: int
+) -> dict[str, Any]:
     config = settings.train
     return {
         **{f"xgb_{key}": value for key, value in config.params.items()},
@@ -413,12 +475,13 @@ def _run_params(settings: Settings, sha256: str, splits: Splits, best_iteration:
 def _write_model_card(
     report_dir: Path,
     settings: Settings,
+    *,
     version: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
+    candidate: _Candidate,
     decision: PromotionDecision | None,
     commit: str | None,
 ) -> Path:
+    params, metrics = candidate.params, candidate.metrics
     dataset, config = settings.dataset, settings.train
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
     features = "\n".join(f"- `{f.name}` ({f.type}): {f.description}" for f in dataset.features)

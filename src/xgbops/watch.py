@@ -6,7 +6,8 @@ Which targets a change triggers is a pure function of the changed paths
 
 from __future__ import annotations
 
-import subprocess  # nosec B404 - runs `make` with fixed target names only
+# Runs `make` with fixed target names only.
+import subprocess  # nosec B404
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
@@ -66,7 +67,9 @@ def watch(
 
     batches = 0
     for changes in watchfiles.watch(root, raise_interrupt=False):
-        relative = [Path(path).resolve().relative_to(root.resolve()).as_posix() for _, path in changes]
+        relative = [
+            Path(path).resolve().relative_to(root.resolve()).as_posix() for _, path in changes
+        ]
         targets = targets_for(relative)
         if targets:
             on_change(targets)
