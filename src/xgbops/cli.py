@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import structlog
 import typer
 from rich.console import Console
@@ -30,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: error lines stay greppable
 
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
@@ -82,7 +81,8 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelName(settings.log_level)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # Look sys.stderr up at each call: it may be replaced (tests, notebooks) after configuring.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
     )
     for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -130,7 +130,7 @@ def train(
 
     settings = _settings(ctx)
     if skip_if_champion:
-        champion = Tracker(settings).champion(settings.train.model_name)
+        champion = Tracker(settings).champion(settings.model_name)
         if champion is not None:
             typer.echo(f"{champion.name} v{champion.version} is champion; not training.")
             return
@@ -247,7 +247,7 @@ def _registry_model(settings: Settings, version: str | None) -> Path:
 
     tracker = Tracker(settings)
     alias = None if version else CHAMPION_ALIAS
-    return tracker.download_model(settings.train.model_name, version=version, alias=alias)
+    return tracker.download_model(settings.model_name, version=version, alias=alias)
 
 
 def _read_text(path: Path) -> str:
@@ -264,7 +264,7 @@ def _metrics_table(metrics: dict[str, float]) -> str:
 def main() -> None:
     """Entry point: run the app and turn known errors into a message and an exit status."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors, --help and exit codes are handled by Typer
     except DataValidationError as exc:
         err.print(exc.report.to_text(), end="", markup=False, highlight=False)
         err.print(f"error: {exc}", style="red", markup=False, highlight=False)
@@ -272,11 +272,3 @@ def main() -> None:
     except XgbopsError as exc:
         err.print(f"error: {exc}", style="red", markup=False, highlight=False)
         sys.exit(EXIT_USAGE)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err.print("aborted", style="red")
-        sys.exit(130)

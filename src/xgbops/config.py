@@ -185,7 +185,8 @@ class Promotion(_Strict):
 class TrainConfig(_Strict):
     """What ``config/train.yaml`` describes: hyper-parameters, seed, split and promotion."""
 
-    model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    #: Registered model name; None derives ``<dataset name>-xgboost`` (see Settings.model_name).
+    model_name: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     seed: int = 42
     split: Split = Split()
     params: dict[str, Any] = Field(default_factory=dict)
@@ -281,6 +282,11 @@ class Settings(BaseSettings):
     def resolve(self, path: Path) -> Path:
         """Return ``path`` made absolute against the project directory."""
         return path if path.is_absolute() else self.project_dir / path
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name: set in train.yaml, else derived from the dataset."""
+        return self.train.model_name or f"{self.dataset.name}-xgboost"
 
     @property
     def data_path(self) -> Path:

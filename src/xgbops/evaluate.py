@@ -1,7 +1,8 @@
 """Metrics and plots from true labels and predicted probabilities.
 
-Pure functions of arrays: nothing here trains, loads or logs. Plots use matplotlib's
-non-interactive backend and are written as PNG files.
+Pure functions of arrays: nothing here trains, loads or logs. Plots are built with
+matplotlib's object API (no pyplot, no global backend switch, so notebooks keep theirs),
+written as PNG files, and the figure is returned for display.
 """
 
 from __future__ import annotations
@@ -9,16 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: plots are files, never windows
-
-# pylint: disable=wrong-import-position
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-from sklearn import metrics  # noqa: E402
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure
+from sklearn import metrics
 
 Labels = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float64]
@@ -60,7 +55,7 @@ def is_better(challenger: float, champion: float, greater_is_better: bool) -> bo
     return challenger > champion if greater_is_better else challenger < champion
 
 
-def plot_learning_curve(history: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
+def plot_learning_curve(history: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Figure:
     """Plot each evaluation metric per boosting round, one panel per metric.
 
     Args:
@@ -68,9 +63,9 @@ def plot_learning_curve(history: Mapping[str, Mapping[str, Sequence[float]]], pa
         path: the PNG to write.
     """
     metric_names = sorted({m for per_set in history.values() for m in per_set})
-    fig, axes = plt.subplots(
-        1, max(len(metric_names), 1), figsize=(5 * max(len(metric_names), 1), 4)
-    )
+    panels = max(len(metric_names), 1)
+    fig = Figure(figsize=(5 * panels, 4))
+    axes = fig.subplots(1, panels)
     for axis, metric in zip(np.atleast_1d(axes), metric_names):
         for dataset, per_set in history.items():
             if metric in per_set:
@@ -80,10 +75,11 @@ def plot_learning_curve(history: Mapping[str, Mapping[str, Sequence[float]]], pa
     return _save(fig, path)
 
 
-def plot_roc(y_true: Labels, y_score: Scores, path: Path) -> Path:
+def plot_roc(y_true: Labels, y_score: Scores, path: Path) -> Figure:
     """ROC curve with its AUC."""
     fpr, tpr, _ = metrics.roc_curve(y_true, y_score)
-    fig, axis = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    axis = fig.subplots()
     axis.plot(fpr, tpr, label=f"AUC = {metrics.roc_auc_score(y_true, y_score):.3f}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
     axis.set(title="ROC curve", xlabel="false positive rate", ylabel="true positive rate")
@@ -91,11 +87,12 @@ def plot_roc(y_true: Labels, y_score: Scores, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_precision_recall(y_true: Labels, y_score: Scores, path: Path) -> Path:
+def plot_precision_recall(y_true: Labels, y_score: Scores, path: Path) -> Figure:
     """Precision-recall curve with its average precision."""
     precision, recall, _ = metrics.precision_recall_curve(y_true, y_score)
     ap = metrics.average_precision_score(y_true, y_score)
-    fig, axis = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    axis = fig.subplots()
     axis.plot(recall, precision, label=f"AP = {ap:.3f}")
     axis.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="base rate")
     axis.set(title="Precision-recall curve", xlabel="recall", ylabel="precision")
@@ -105,12 +102,13 @@ def plot_precision_recall(y_true: Labels, y_score: Scores, path: Path) -> Path:
 
 def plot_confusion_matrix(
     y_true: Labels, y_score: Scores, threshold: float, class_names: Sequence[str], path: Path
-) -> Path:
+) -> Figure:
     """Confusion matrix at the decision threshold, counts in each cell."""
     matrix = metrics.confusion_matrix(
         y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1]
     )
-    fig, axis = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    axis = fig.subplots()
     image = axis.imshow(matrix, cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
         colour = "white" if count > matrix.max() / 2 else "black"
@@ -128,18 +126,18 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def plot_feature_importance(importance: Mapping[str, float], path: Path, top: int = 20) -> Path:
+def plot_feature_importance(importance: Mapping[str, float], path: Path, top: int = 20) -> Figure:
     """Horizontal bars of the ``top`` most important features (e.g. total gain)."""
     ranked = sorted(importance.items(), key=lambda item: item[1])[-top:]
-    fig, axis = plt.subplots(figsize=(7, max(3.0, 0.3 * len(ranked) + 1)))
+    fig = Figure(figsize=(7, max(3.0, 0.3 * len(ranked) + 1)))
+    axis = fig.subplots()
     axis.barh([name for name, _ in ranked], [value for _, value in ranked])
     axis.set(title="Feature importance (total gain)", xlabel="total gain")
     return _save(fig, path)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Figure:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

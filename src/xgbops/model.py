@@ -83,6 +83,10 @@ class Featurizer:
         ]
         return cls(columns)
 
+    def block(self, name: str) -> slice:
+        """The output columns that input ``name`` fills."""
+        return self._blocks[name]
+
     @property
     def input_names(self) -> list[str]:
         """Names of the input columns, in order."""
@@ -142,6 +146,10 @@ class Featurizer:
         return out
 
 
+def _as_gain(value: float | list[float]) -> float:
+    return float(sum(value)) if isinstance(value, list) else float(value)
+
+
 def _scalar_float(value: Any) -> float:
     return float("nan") if _is_missing(value) else float(value)
 
@@ -170,6 +178,17 @@ class Model:
             return np.empty(0, dtype=np.float64)
         scores = self.booster.inplace_predict(features, missing=np.nan)
         return np.asarray(scores, dtype=np.float64)
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total gain per input column (one-hot columns summed back), highest first."""
+        gains = self.booster.get_score(importance_type="total_gain")
+        width = len(self.featurizer.output_names)
+        keys = self.booster.feature_names or [f"f{i}" for i in range(width)]
+        totals = {}
+        for column in self.featurizer.columns:
+            block = keys[self.featurizer.block(column.name)]
+            totals[column.name] = sum(_as_gain(gains.get(key, 0.0)) for key in block)
+        return dict(sorted(totals.items(), key=lambda item: item[1], reverse=True))
 
     def label(self, probability: float) -> str:
         """The label a probability maps to under this model's threshold."""

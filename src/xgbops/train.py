@@ -136,7 +136,7 @@ def fit_model(
         feature_names=names,
     )
     history: dict[str, dict[str, list[float]]] = {}
-    params = {"seed": config.seed, "nthread": 0, **config.params}
+    params = {"seed": config.seed, **config.params}
     booster = xgb.train(
         params,
         dtrain,
@@ -198,7 +198,7 @@ def train(
         xgbops.data.DataValidationError: the data failed its checks.
     """
     started = time.perf_counter()
-    dataset, config = settings.dataset, settings.train
+    dataset = settings.dataset
     report_dir = settings.reports_path / "training"
     frame, data_report = load_dataset(dataset, settings.data_path)
     for directory in (settings.reports_path, report_dir):
@@ -211,7 +211,7 @@ def train(
     tags = {"xgbops.dataset": dataset.name, "xgbops.dataset_sha256": data_report.sha256}
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    with tracker.run(f"{config.model_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags) as run_id:
+    with tracker.run(f"{settings.model_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags) as run_id:
         structlog.contextvars.bind_contextvars(run_id=run_id)
         version = _log_and_register(tracker, run_id, settings, frame, candidate)
         structlog.contextvars.bind_contextvars(model_version=version)
@@ -239,7 +239,7 @@ def train(
     structlog.contextvars.unbind_contextvars("run_id", "model_version")
     result = TrainingResult(
         run_id=run_id,
-        model_name=config.model_name,
+        model_name=settings.model_name,
         version=version,
         metrics=candidate.metrics,
         best_iteration=candidate.fitted.best_iteration,
@@ -277,7 +277,7 @@ def _log_and_register(
     tracker: Tracker, run_id: str, settings: Settings, frame: pd.DataFrame, candidate: _Candidate
 ) -> str:
     """Log parameters, curves, metrics, dataset and model to the run; register the model."""
-    dataset, config = settings.dataset, settings.train
+    dataset = settings.dataset
     tracker.log_params(run_id, candidate.params)
     tracker.log_curves(run_id, candidate.fitted.history)
     tracker.log_metrics(run_id, {f"holdout_{k}": v for k, v in candidate.metrics.items()})
@@ -285,7 +285,7 @@ def _log_and_register(
     tracker.log_dataset(frame, settings.data_path, dataset.name, dataset.target.column, "training")
     model = candidate.fitted.model
     model.metadata.update(
-        {"model_name": config.model_name, "run_id": run_id, "trained_at": _now_iso()}
+        {"model_name": settings.model_name, "run_id": run_id, "trained_at": _now_iso()}
     )
     with tempfile.TemporaryDirectory(prefix="xgbops-model-") as tmp:
         model_dir = model.save(Path(tmp) / "model")  # the artifact keeps this folder name
@@ -297,7 +297,7 @@ def _log_and_register(
             }
         )
         model_uri = tracker.log_model(model_dir, example, output)
-    return tracker.register(model_uri, config.model_name, {"run_id": run_id})
+    return tracker.register(model_uri, settings.model_name, {"run_id": run_id})
 
 
 def evaluate_version(
@@ -310,17 +310,21 @@ def evaluate_version(
     """
     dataset, config = settings.dataset, settings.train
     tracker = Tracker(settings)
-    info = tracker.version(config.model_name, version=version, alias=alias)
-    model = tracker.load_model(config.model_name, version=info.version)
+    info = tracker.version(settings.model_name, version=version, alias=alias)
+    model = tracker.load_model(settings.model_name, version=info.version)
     frame, _ = load_dataset(dataset, settings.data_path)
     holdout = split_dataset(frame, dataset, config.split, config.seed).holdout
     y_true, y_score = score(model, holdout, dataset)
     result_metrics = evaluate.compute_metrics(y_true, y_score, model.threshold)
     report_dir = settings.reports_path / "evaluation"
     _write_plots(model, y_true, y_score, report_dir)
-    summary = {"model_name": config.model_name, "version": info.version, "metrics": result_metrics}
+    summary = {
+        "model_name": settings.model_name,
+        "version": info.version,
+        "metrics": result_metrics,
+    }
     (report_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return EvaluationResult(config.model_name, info.version, result_metrics, report_dir)
+    return EvaluationResult(settings.model_name, info.version, result_metrics, report_dir)
 
 
 def promote_version(
@@ -341,7 +345,7 @@ def promote_version(
     dataset, config = settings.dataset, settings.train
     metric = config.promotion.metric
     tracker = tracker or Tracker(settings)
-    name = config.model_name
+    name = settings.model_name
     challenger = tracker.version(name, version=version)
     if holdout is None:
         frame, _ = load_dataset(dataset, settings.data_path)
@@ -443,10 +447,8 @@ def _write_plots(model: Model, y_true: np.ndarray, y_score: np.ndarray, report_d
     evaluate.plot_confusion_matrix(
         y_true, y_score, model.threshold, names, report_dir / "confusion_matrix.png"
     )
-    importance = model.booster.get_score(importance_type="total_gain")
     evaluate.plot_feature_importance(
-        {k: float(v) for k, v in importance.items() if isinstance(v, (int, float))},
-        report_dir / "feature_importance.png",
+        model.feature_importance(), report_dir / "feature_importance.png"
     )
 
 
@@ -486,7 +488,7 @@ def _write_model_card(
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
     features = "\n".join(f"- `{f.name}` ({f.type}): {f.description}" for f in dataset.features)
     promotion = decision.summary() if decision else "not decided in this run (`xgbops promote`)"
-    card = f"""# Model card: {config.model_name} v{version}
+    card = f"""# Model card: {settings.model_name} v{version}
 
 - **Trained:** {_now_iso()} from commit `{commit or 'unknown'}`
 - **Task:** binary classification of `{dataset.target.column}`
