@@ -1,4 +1,4 @@
-"""Shared fixtures: a throw-away project directory, fast settings, a trained champion, PostgreSQL."""
+"""Shared fixtures: a throw-away project, fast settings, a trained champion, PostgreSQL."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 
 def _run(monkeypatch, capsys, project, *args):
-    """Run ``xgbops ARGS`` through the real entry point in ``project``; return (status, out, err)."""
+    """Run ``xgbops ARGS`` through the real entry point in ``project``: (status, out, err)."""
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "argv", ["xgbops", *args])
     with pytest.raises(SystemExit) as exit_info:

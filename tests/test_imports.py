@@ -12,12 +12,42 @@ MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 
 #: module -> top-level names it must never import (xgbops modules are written as "xgbops.x").
 FORBIDDEN = {
-    "predict": {"xgbops.train", "xgbops.data", "xgbops.tracking", "xgbops.evaluate", "mlflow",
-                "pandas", "sklearn", "pandera"},
-    "model": {"xgbops.train", "xgbops.data", "xgbops.tracking", "xgbops.evaluate", "mlflow",
-              "pandas", "sklearn", "pandera"},
-    "data": {"xgbops.model", "xgbops.train", "xgbops.tracking", "xgbops.predict", "mlflow", "xgboost"},
-    "evaluate": {"xgbops.train", "xgbops.tracking", "xgbops.data", "xgbops.model", "mlflow", "xgboost"},
+    "predict": {
+        "xgbops.train",
+        "xgbops.data",
+        "xgbops.tracking",
+        "xgbops.evaluate",
+        "mlflow",
+        "pandas",
+        "sklearn",
+        "pandera",
+    },
+    "model": {
+        "xgbops.train",
+        "xgbops.data",
+        "xgbops.tracking",
+        "xgbops.evaluate",
+        "mlflow",
+        "pandas",
+        "sklearn",
+        "pandera",
+    },
+    "data": {
+        "xgbops.model",
+        "xgbops.train",
+        "xgbops.tracking",
+        "xgbops.predict",
+        "mlflow",
+        "xgboost",
+    },
+    "evaluate": {
+        "xgbops.train",
+        "xgbops.tracking",
+        "xgbops.data",
+        "xgbops.model",
+        "mlflow",
+        "xgboost",
+    },
     "config": {f"xgbops.{m}" for m in MODULES if m != "config"} | {"mlflow", "xgboost", "pandas"},
     "watch": {f"xgbops.{m}" for m in MODULES if m != "watch"} | {"mlflow"},
 }

@@ -34,11 +34,19 @@ def mlflow_server(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     backend = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
     log = (tmp_path / "mlflow-server.log").open("w")
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", backend,
-        "--artifacts-destination", (tmp_path / "artifacts").as_uri(),
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        (tmp_path / "artifacts").as_uri(),
         "--serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

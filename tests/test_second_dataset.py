@@ -41,8 +41,16 @@ def test_train_register_promote_and_predict_on_a_second_dataset(pima):
     assert tracker.champion("churn-xgboost") is None
     predictor = Predictor.from_directory(tracker.download_model("pima-xgboost", alias="champion"))
     assert "age_band=50+" in predictor.model.featurizer.output_names
-    healthy = {"npreg": 1, "glu": 85, "bp": 66, "skin": None, "bmi": 26.6, "ped": 0.35,
-               "age": 31, "age_band": "30-39"}
+    healthy = {
+        "npreg": 1,
+        "glu": 85,
+        "bp": 66,
+        "skin": None,
+        "bmi": 26.6,
+        "ped": 0.35,
+        "age": 31,
+        "age_band": "30-39",
+    }
     at_risk = {**healthy, "glu": 197, "bmi": 45.0, "age": 53, "age_band": "50+", "npreg": 8}
     low, high = predictor.predict([healthy, at_risk])
     assert low.label == "No" and high.label == "Yes"

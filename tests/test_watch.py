@@ -35,7 +35,7 @@ def test_chain_is_the_make_pipeline_order():
 def _fake_make(tmp_path, status):
     script = tmp_path / "make"
     log = tmp_path / "calls"
-    script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nexit {status}\n")
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit {status}\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script), log
 
