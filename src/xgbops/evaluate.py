@@ -65,8 +65,8 @@ def plot_learning_curve(history: Mapping[str, Mapping[str, Sequence[float]]], pa
     metric_names = sorted({m for per_set in history.values() for m in per_set})
     panels = max(len(metric_names), 1)
     fig = Figure(figsize=(5 * panels, 4))
-    axes = fig.subplots(1, panels)
-    for axis, metric in zip(np.atleast_1d(axes), metric_names):
+    axes = [fig.add_subplot(1, panels, index + 1) for index in range(panels)]
+    for axis, metric in zip(axes, metric_names):
         for dataset, per_set in history.items():
             if metric in per_set:
                 axis.plot(per_set[metric], label=dataset)
@@ -79,7 +79,7 @@ def plot_roc(y_true: Labels, y_score: Scores, path: Path) -> Figure:
     """ROC curve with its AUC."""
     fpr, tpr, _ = metrics.roc_curve(y_true, y_score)
     fig = Figure(figsize=(5, 5))
-    axis = fig.subplots()
+    axis = fig.add_subplot()
     axis.plot(fpr, tpr, label=f"AUC = {metrics.roc_auc_score(y_true, y_score):.3f}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
     axis.set(title="ROC curve", xlabel="false positive rate", ylabel="true positive rate")
@@ -92,7 +92,7 @@ def plot_precision_recall(y_true: Labels, y_score: Scores, path: Path) -> Figure
     precision, recall, _ = metrics.precision_recall_curve(y_true, y_score)
     ap = metrics.average_precision_score(y_true, y_score)
     fig = Figure(figsize=(5, 5))
-    axis = fig.subplots()
+    axis = fig.add_subplot()
     axis.plot(recall, precision, label=f"AP = {ap:.3f}")
     axis.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="base rate")
     axis.set(title="Precision-recall curve", xlabel="recall", ylabel="precision")
@@ -108,7 +108,7 @@ def plot_confusion_matrix(
         y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1]
     )
     fig = Figure(figsize=(5, 4))
-    axis = fig.subplots()
+    axis = fig.add_subplot()
     image = axis.imshow(matrix, cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
         colour = "white" if count > matrix.max() / 2 else "black"
@@ -130,7 +130,7 @@ def plot_feature_importance(importance: Mapping[str, float], path: Path, top: in
     """Horizontal bars of the ``top`` most important features (e.g. total gain)."""
     ranked = sorted(importance.items(), key=lambda item: item[1])[-top:]
     fig = Figure(figsize=(7, max(3.0, 0.3 * len(ranked) + 1)))
-    axis = fig.subplots()
+    axis = fig.add_subplot()
     axis.barh([name for name, _ in ranked], [value for _, value in ranked])
     axis.set(title="Feature importance (total gain)", xlabel="total gain")
     return _save(fig, path)
