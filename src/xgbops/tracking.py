@@ -161,7 +161,17 @@ class Tracker:
     def log_model(self, model_dir: Path, input_example: pd.DataFrame, output: pd.DataFrame) -> str:
         """Log a saved model directory as an MLflow pyfunc in the active run; returns its URI."""
         package_dir = Path(xgbops.__file__).parent
-        info = mlflow.pyfunc.log_model(
+        with warnings.catch_warnings():
+            # Whole-number features are logged as long on purpose (they may not be missing).
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            info = self._log_pyfunc(package_dir, model_dir, input_example, output)
+        return str(info.model_uri)
+
+    @staticmethod
+    def _log_pyfunc(
+        package_dir: Path, model_dir: Path, input_example: pd.DataFrame, output: pd.DataFrame
+    ) -> Any:
+        return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(package_dir / "mlflow_model.py"),
             artifacts={MODEL_ARTIFACT: str(model_dir)},
@@ -170,7 +180,6 @@ class Tracker:
             input_example=input_example,
             pip_requirements=_pip_requirements(),
         )
-        return str(info.model_uri)
 
     def register(self, model_uri: str, name: str, tags: Mapping[str, str] | None = None) -> str:
         """Register ``model_uri`` as a new version of ``name``; returns the version number."""
