@@ -232,6 +232,20 @@ def predict(
     typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
 
 
+@app.command("export-champion")
+def export_champion(ctx: typer.Context) -> None:
+    """Copy the champion's files where the API serves them from (no MLflow at serving time)."""
+    from xgbops.tracking import Tracker  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status("Exporting the champion"):
+        pointer = Tracker(settings).export_champion(settings.model_name, settings.serving_path)
+    if pointer is None:
+        typer.echo(f"{settings.model_name} has no champion yet; run `make train`.", err=True)
+        raise typer.Exit(EXIT_CHECK_FAILED)
+    typer.echo(f"champion exported: {pointer}")
+
+
 @app.command("watch")
 def watch_command(ctx: typer.Context) -> None:
     """Re-run quality, data-check or train (make targets) when a project file changes."""

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -206,6 +207,26 @@ class TrainConfig(_Strict):
         return params
 
 
+class ServeSettings(_Strict):
+    """How the API serves: addresses, workers, limits, history, retraining."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    fastapi_port: int = Field(default=8001, ge=1, le=65535)
+    workers: int = Field(default=2, ge=1)
+    threads: int = Field(default=4, ge=1)
+    #: Most records one /predict/batch request may carry.
+    batch_limit: int = Field(default=10_000, ge=1)
+    #: Largest request body accepted, in bytes (a 10,000-record batch is about 6 MB).
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: How often a worker looks for a newly promoted champion, in seconds.
+    reload_interval: float = Field(default=1.0, gt=0)
+    #: How often buffered prediction records are written to the database, in seconds.
+    history_flush_interval: float = Field(default=0.2, gt=0)
+    #: Most /retrain requests per client address per hour.
+    retrain_per_hour: int = Field(default=6, ge=1)
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Loads the dataset and train YAML files named by the other sources."""
 
@@ -260,6 +281,13 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "XGBOPS_MLFLOW_TRACKING_URI"),
     )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "XGBOPS_DATABASE_URL")
+    )
+    retrain_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("XGBOPS_RETRAIN_TOKEN", "RETRAIN_TOKEN")
+    )
+    serve: ServeSettings = ServeSettings()
     experiment_name: str = "xgbops"
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -309,6 +337,18 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    @property
+    def history_url(self) -> str:
+        """Prediction-history database: ``DATABASE_URL``, else a SQLite file in the state dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.state_path / 'predictions.db'}"
+
+    @property
+    def serving_path(self) -> Path:
+        """Where the champion is exported for serving (files + ``current.json`` pointer)."""
+        return self.state_path / "serving" / self.model_name
 
     @property
     def artifact_root(self) -> Path:

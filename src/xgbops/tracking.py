@@ -7,6 +7,8 @@ local SQLite file by default, any MLflow server when ``MLFLOW_TRACKING_URI`` is 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 import time
@@ -14,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -35,6 +38,7 @@ from xgbops.config import Settings
 from xgbops.model import Model
 
 CHAMPION_ALIAS = "champion"
+POINTER_FILE = "current.json"
 MODEL_ARTIFACT = "model"
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
@@ -241,6 +245,45 @@ class Tracker:
         directory = self.download_model(name, version=version, alias=alias)
         return Model.load(directory)
 
+    def export_champion(self, name: str, destination: Path) -> Path | None:
+        """Copy the champion's files for serving and point ``current.json`` at them.
+
+        Serving processes read only ``destination`` (never MLflow), and swap models when
+        ``current.json`` changes; it is replaced atomically, so a reader never sees half a file.
+
+        Returns:
+            The pointer file, or None when there is no champion.
+        """
+        champion = self.champion(name)
+        if champion is None:
+            return None
+        pointer_path = destination / POINTER_FILE
+        current = read_pointer(destination)
+        if current and current.get("version") == champion.version:
+            return pointer_path
+        model_dir = self.download_model(
+            name, version=champion.version, dst=destination / f"v{champion.version}"
+        )
+        spec = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+        pointer = {
+            "model_name": name,
+            "version": champion.version,
+            "alias": CHAMPION_ALIAS,
+            "run_id": champion.run_id,
+            "model_dir": model_dir.name,
+            "trained_at": spec.get("metadata", {}).get("trained_at"),
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "metrics": {
+                key.removeprefix("holdout_"): value
+                for key, value in champion.metrics.items()
+                if key.startswith("holdout_")
+            },
+        }
+        partial = destination / f".{POINTER_FILE}.{os.getpid()}"
+        partial.write_text(json.dumps(pointer, indent=2), encoding="utf-8")
+        os.replace(partial, pointer_path)
+        return pointer_path
+
     def download_model(
         self,
         name: str,
@@ -265,6 +308,15 @@ class Tracker:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(source, target, dirs_exist_ok=True)
         return target
+
+
+def read_pointer(destination: Path) -> dict[str, Any] | None:
+    """The ``current.json`` written by :meth:`Tracker.export_champion`, if any."""
+    try:
+        content = json.loads((destination / POINTER_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def git_commit(directory: Path) -> str | None:

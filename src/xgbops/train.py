@@ -225,6 +225,7 @@ def train(
                 holdout=candidate.holdout,
                 challenger_metrics=candidate.metrics,
             )
+        tracker.export_champion(settings.model_name, settings.serving_path)
         duration = time.perf_counter() - started
         tracker.log_metrics(run_id, {"duration_seconds": duration})
         _write_model_card(
@@ -371,6 +372,7 @@ def promote_version(
         promoted, reason = False, f"{metric} not better (a tie keeps the champion)"
     if promoted:
         tracker.set_champion(name, challenger.version)
+        tracker.export_champion(name, settings.serving_path)
     decision = PromotionDecision(
         metric=metric,
         challenger_version=challenger.version,
