@@ -11,8 +11,8 @@ BIN := $(VENV)/bin
 REPORTS := reports
 RUNTIME_LOCK := requirements/runtime.txt
 DEV_LOCK := requirements/dev.txt
-SRC := src/xgbops
-CHECKED := src tests
+SRC := src/xgbops api
+CHECKED := src api tests
 # The embedded default: MLflow on a SQLite file under .xgbops/ (what xgbops.config derives).
 MLFLOW_UI_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/.xgbops/mlflow.db)
 MLFLOW_UI_PORT ?= 5000
@@ -20,9 +20,12 @@ MLFLOW_UI_PORT ?= 5000
 TRAIN_ARGS ?=
 PROMOTE_ARGS ?=
 EXAMPLE ?= data/example.json
+API_HOST ?= $(or $(XGBOPS_SERVE__HOST),127.0.0.1)
+API_PORT ?= $(or $(XGBOPS_SERVE__PORT),8000)
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
-	quality data-check train evaluate promote pipeline run mlflow-ui watch clean distclean
+	quality data-check train evaluate promote pipeline run serve serve-fastapi mlflow-ui watch \
+	clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,13 +92,23 @@ promote: install-runtime ## Make the latest version champion if it beats the cha
 
 pipeline: quality data-check train ## The local chain: quality -> data-check -> train
 
-run: install-runtime ## Quickstart: install, train if there is no champion, score the example
+run: install-runtime ## Quickstart: install, train if there is no champion, serve it on :8000
 	$(BIN)/xgbops train --skip-if-champion
-	@echo "Prediction of the champion for $(EXAMPLE):"
-	$(BIN)/xgbops predict $(EXAMPLE)
+	@echo "Prediction of the champion for $(EXAMPLE), from the command line:"
+	@$(BIN)/xgbops predict $(EXAMPLE)
 	@echo
-	@echo "Next: 'make mlflow-ui' and open http://127.0.0.1:$(MLFLOW_UI_PORT) for runs, curves and the registry;"
-	@echo "      '$(BIN)/xgbops predict data/churn.csv' scores a CSV; 'make help' lists every target."
+	@echo "Serving the champion on http://$(API_HOST):$(API_PORT) (Ctrl-C stops). Try, in another terminal:"
+	@echo "  curl -s -X POST http://$(API_HOST):$(API_PORT)/predict -H 'Content-Type: application/json' -d @$(EXAMPLE)"
+	@echo "  open http://$(API_HOST):$(API_PORT)/docs for Swagger UI; 'make mlflow-ui' for runs and the registry."
+	@$(MAKE) --no-print-directory serve
+
+serve: install-runtime ## Serve the champion with Flask + gunicorn on :8000 (XGBOPS_SERVE__*)
+	$(BIN)/xgbops export-champion
+	$(BIN)/gunicorn --config api/gunicorn.conf.py
+
+serve-fastapi: install-runtime ## Serve the champion with the FastAPI twin + uvicorn on :8001
+	$(BIN)/xgbops export-champion
+	$(BIN)/python -m api.fastapi_app
 
 mlflow-ui: install-runtime ## MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_UI_URI)" --host 127.0.0.1 --port $(MLFLOW_UI_PORT)

@@ -1,0 +1,33 @@
+"""Reading a JSON request body, with the same refusals in both apps."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from api.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+
+def read_json(content_type: str | None, raw: bytes, max_bytes: int) -> Any:
+    """Parse a request body that must be JSON.
+
+    Raises:
+        UnsupportedMediaType: the content type is not ``application/json`` (415).
+        PayloadTooLarge: the body exceeds ``max_bytes`` (413).
+        BadRequest: the body is empty, not UTF-8 or not valid JSON (400).
+    """
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    if mimetype != "application/json":
+        raise UnsupportedMediaType(content_type)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    if not raw.strip():
+        raise BadRequest("request body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None

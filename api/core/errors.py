@@ -1,0 +1,138 @@
+"""Domain errors and the one JSON error shape both apps return.
+
+Every 4xx body is ``{"error": <code>, "message": <sentence>, "detail": [{"field", "reason"}]}``,
+built by :func:`error_body` only, so Flask and FastAPI answer a bad request byte for byte alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One offending field: its dotted path (``records.3.state``) and why it was refused."""
+
+    field: str
+    reason: str
+
+
+@dataclass
+class ApiError(Exception):
+    """Base of the errors the adapters map to an HTTP status."""
+
+    message: str
+    detail: Sequence[FieldError] = field(default_factory=tuple)
+    status: int = 400
+    code: str = "bad_request"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationFailed(ApiError):
+    """The request body was read but some fields are invalid (422)."""
+
+    def __init__(self, detail: Sequence[FieldError], message: str = "invalid input") -> None:
+        super().__init__(message, tuple(sorted(detail, key=_order)), 422, "validation_error")
+
+
+class BadRequest(ApiError):
+    """The body is not JSON, not an object, or otherwise unreadable (400)."""
+
+    def __init__(self, message: str, field_name: str = "body") -> None:
+        super().__init__(message, (FieldError(field_name, message),), 400, "bad_request")
+
+
+class PayloadTooLarge(ApiError):
+    """The body or the batch exceeds the configured limit (413)."""
+
+    def __init__(self, message: str, field_name: str = "body") -> None:
+        super().__init__(message, (FieldError(field_name, message),), 413, "payload_too_large")
+
+
+class UnsupportedMediaType(ApiError):
+    """The body is not ``application/json`` (415)."""
+
+    def __init__(self, content_type: str | None) -> None:
+        message = f"content type must be application/json (got {content_type or 'none'})"
+        super().__init__(
+            message, (FieldError("content-type", message),), 415, "unsupported_media_type"
+        )
+
+
+class ModelNotReady(ApiError):
+    """No champion is loaded yet (503)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, (), 503, "model_not_ready")
+
+
+class HistoryUnavailable(ApiError):
+    """The prediction-history database cannot be read (503); predictions are still served."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, (), 503, "history_unavailable")
+
+
+class NotFound(ApiError):
+    """Unknown route or resource (404)."""
+
+    def __init__(self, message: str = "not found") -> None:
+        super().__init__(message, (), 404, "not_found")
+
+
+class MethodNotAllowed(ApiError):
+    """Known route, wrong method (405)."""
+
+    def __init__(self, method: str, allowed: Iterable[str] = ()) -> None:
+        allowed_list = sorted(allowed)
+        headers = {"Allow": ", ".join(allowed_list)} if allowed_list else {}
+        super().__init__(f"method {method} not allowed", (), 405, "method_not_allowed", headers)
+
+
+class Unauthorized(ApiError):
+    """No bearer token (401)."""
+
+    def __init__(self, message: str = "a bearer token is required") -> None:
+        super().__init__(message, (), 401, "unauthorized", {"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiError):
+    """Wrong token, or retraining disabled (403)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, (), 403, "forbidden")
+
+
+class Conflict(ApiError):
+    """A retraining job is already running (409)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, (), 409, "conflict")
+
+
+class TooManyRequests(ApiError):
+    """Rate limit exceeded (429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        message = f"too many requests; retry in {retry_after} s"
+        super().__init__(message, (), 429, "too_many_requests", {"Retry-After": str(retry_after)})
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    """The JSON body of an error response (the only place this shape is built)."""
+    return {
+        "error": error.code,
+        "message": error.message,
+        "detail": [{"field": e.field, "reason": e.reason} for e in error.detail],
+    }
+
+
+def _order(error: FieldError) -> tuple[list[Any], str]:
+    """Sort fields naturally (records.2 before records.10) so both apps list them alike."""
+    parts = [int(p) if p.isdigit() else p for p in error.field.split(".")]
+    return ([(0, p) if isinstance(p, int) else (1, p) for p in parts], error.reason)

@@ -1,0 +1,180 @@
+"""What a valid record is, derived from ``config/dataset.yaml``, with the reasons for refusal.
+
+Both adapters generate their schemas (marshmallow for Flask, pydantic for FastAPI) from
+:class:`RecordSpec` and call :meth:`FieldSpec.clean` for every value, so a bad value gets the same
+reason, word for word, from either app. The reasons are plain sentences a client can show.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from xgbops.config import DatasetConfig
+
+from api.core.errors import FieldError
+
+MISSING = "field required"
+UNKNOWN = "unknown field"
+NULL = "may not be null"
+NOT_A_NUMBER = "must be a number"
+NOT_FINITE = "must be a finite number"
+NOT_WHOLE = "must be a whole number"
+NOT_A_STRING = "must be a string"
+NOT_AN_OBJECT = "must be a JSON object"
+NOT_A_LIST = "must be a list of JSON objects"
+
+
+class InvalidValue(ValueError):
+    """A value refused by :meth:`FieldSpec.clean`; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input field of the API, as the dataset configuration describes it."""
+
+    name: str
+    kind: str  # "numeric" or "categorical"
+    description: str
+    nullable: bool = False
+    integer: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: tuple[str, ...] = ()
+
+    def clean(self, value: Any) -> Any:
+        """Return the value the model gets, or raise :class:`InvalidValue` with the reason."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise InvalidValue(NULL)
+        if self.kind == "categorical":
+            if not isinstance(value, str):
+                raise InvalidValue(NOT_A_STRING)
+            if value not in self.categories:
+                raise InvalidValue(f"unknown category {value!r}; expected one of {self._choices}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidValue(NOT_A_NUMBER)
+        number = float(value)
+        if not math.isfinite(number):
+            raise InvalidValue(NOT_FINITE)
+        if self.integer and not number.is_integer():
+            raise InvalidValue(NOT_WHOLE)
+        if (self.minimum is not None and number < self.minimum) or (
+            self.maximum is not None and number > self.maximum
+        ):
+            raise InvalidValue(
+                f"must be between {self._bound(self.minimum)} and {self._bound(self.maximum)}"
+            )
+        return number
+
+    @property
+    def _choices(self) -> str:
+        return ", ".join(self.categories)
+
+    @staticmethod
+    def _bound(value: float | None) -> str:
+        if value is None:
+            return "unbounded"
+        return str(int(value)) if float(value).is_integer() else str(value)
+
+    def example(self) -> Any:
+        """A valid value for documentation."""
+        if self.kind == "categorical":
+            return self.categories[0]
+        low = self.minimum if self.minimum is not None else 0.0
+        high = self.maximum if self.maximum is not None else low + 1.0
+        middle = low + (high - low) / 10
+        return int(middle) if self.integer else round(middle, 2)
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """All input fields, in model order, and how to check a whole record."""
+
+    fields: tuple[FieldSpec, ...]
+
+    @classmethod
+    def from_dataset(cls, dataset: DatasetConfig) -> RecordSpec:
+        """Build the spec the dataset configuration describes."""
+        specs = []
+        for feature in dataset.features:
+            if feature.type == "categorical":
+                specs.append(
+                    FieldSpec(
+                        feature.name,
+                        "categorical",
+                        feature.description,
+                        feature.nullable,
+                        categories=tuple(feature.categories),
+                    )
+                )
+            else:
+                specs.append(
+                    FieldSpec(
+                        feature.name,
+                        "numeric",
+                        feature.description,
+                        feature.nullable,
+                        feature.integer,
+                        feature.min,
+                        feature.max,
+                    )
+                )
+        return cls(tuple(specs))
+
+    @property
+    def names(self) -> list[str]:
+        """Field names in model order."""
+        return [f.name for f in self.fields]
+
+    def validate(self, record: Any, prefix: str = "") -> tuple[dict[str, Any], list[FieldError]]:
+        """Check one record; returns the cleaned record and every error (empty if valid).
+
+        A nullable field may be left out (it is then missing); any other absent field is an error.
+        """
+        if not isinstance(record, Mapping):
+            return {}, [FieldError(prefix.rstrip(".") or "body", NOT_AN_OBJECT)]
+        errors = [FieldError(f"{prefix}{key}", UNKNOWN) for key in record if key not in self._index]
+        clean: dict[str, Any] = {}
+        for spec in self.fields:
+            if spec.name not in record:
+                if spec.nullable:
+                    clean[spec.name] = None
+                else:
+                    errors.append(FieldError(f"{prefix}{spec.name}", MISSING))
+                continue
+            try:
+                clean[spec.name] = spec.clean(record[spec.name])
+            except InvalidValue as exc:
+                errors.append(FieldError(f"{prefix}{spec.name}", str(exc)))
+        return clean, errors
+
+    def validate_batch(
+        self, records: Any, limit: int
+    ) -> tuple[list[dict[str, Any]], list[FieldError]]:
+        """Check a list of records; errors name ``records.<index>.<field>``."""
+        if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+            return [], [FieldError("records", NOT_A_LIST)]
+        if not records:
+            return [], [FieldError("records", "must hold at least one record")]
+        if len(records) > limit:
+            return [], [FieldError("records", f"must hold at most {limit} records")]
+        cleaned, errors = [], []
+        for index, record in enumerate(records):
+            clean, record_errors = self.validate(record, prefix=f"records.{index}.")
+            cleaned.append(clean)
+            errors.extend(record_errors)
+        return cleaned, errors
+
+    def example(self) -> dict[str, Any]:
+        """A valid record for documentation."""
+        return {f.name: f.example() for f in self.fields}
+
+    @cached_property
+    def _index(self) -> dict[str, FieldSpec]:
+        return {f.name: f for f in self.fields}

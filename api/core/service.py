@@ -1,0 +1,306 @@
+"""The service core: validate, score, record, report. Both HTTP adapters call only this.
+
+It takes plain Python values (already-parsed JSON), returns plain dictionaries (the response
+bodies) and raises :mod:`api.core.errors` exceptions; it knows nothing of Flask or FastAPI.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from xgbops.config import Settings
+
+from api.core import metrics
+from api.core.champion import ChampionStore, LoadedModel
+from api.core.body import read_json
+from api.core.errors import (
+    ApiError,
+    FieldError,
+    HistoryUnavailable,
+    ValidationFailed,
+    error_body,
+)
+from api.core.history import HistoryReader, HistoryWriter, PredictionRecord, migrate
+from api.core.schema import RecordSpec
+
+log = structlog.get_logger(__name__)
+
+MAX_PAGE = 500
+
+
+class PredictionService:
+    """One per worker process: the champion, the record spec and the prediction history."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChampionStore | None = None,
+        writer: HistoryWriter | None = None,
+        reader: HistoryReader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spec = RecordSpec.from_dataset(settings.dataset)
+        self.store = store or ChampionStore(settings.serving_path, settings.serve.reload_interval)
+        self.writer = writer or HistoryWriter(
+            settings.history_url,
+            settings.state_path / "spool",
+            flush_interval=settings.serve.history_flush_interval,
+        )
+        self.reader = reader or HistoryReader(settings.history_url)
+        self._served_version: str | None = None
+
+    @classmethod
+    def create(cls, settings: Settings) -> PredictionService:
+        """Migrate the history database, then build the service (call once per process)."""
+        settings.state_path.mkdir(parents=True, exist_ok=True)
+        # Every worker process calls this at start; the lock lets one of them migrate at a time.
+        with (settings.state_path / "migrate.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            migrate(settings.history_url)
+        return cls(settings)
+
+    def start(self) -> None:
+        """Start background work (the history writer); call after the worker process forks."""
+        self.writer.start()
+        try:
+            self._model()
+        except Exception:  # pylint: disable=broad-exception-caught
+            log.warning("champion.not_ready", reason=self.store.last_error)
+
+    def close(self) -> None:
+        """Flush pending history records and stop background work."""
+        self.writer.close()
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def predict(self, body: Any, request_id: str) -> dict[str, Any]:
+        """Score one record (the request body).
+
+        Raises:
+            ValidationFailed: some fields are invalid; every one is listed.
+            ModelNotReady: no champion is loaded.
+        """
+        record, errors = self.spec.validate(body)
+        if errors:
+            raise ValidationFailed(errors)
+        return self.predict_valid(record, request_id)
+
+    def predict_valid(self, record: dict[str, Any], request_id: str) -> dict[str, Any]:
+        """Score one record an adapter's schema (built from the same spec) already validated."""
+        loaded = self._model()
+        started = time.perf_counter()
+        result = self._score(loaded, [record], request_id, started)[0]
+        return {
+            **result,
+            "threshold": loaded.predictor.threshold,
+            "model_name": loaded.name,
+            "model_version": loaded.version,
+        }
+
+    def predict_batch(self, body: Any, request_id: str) -> dict[str, Any]:
+        """Score ``{"records": [...]}``; all or nothing, errors named ``records.<i>.<field>``."""
+        if not isinstance(body, dict):
+            raise ValidationFailed([FieldError("body", "must be a JSON object")])
+        unknown = [FieldError(key, "unknown field") for key in body if key != "records"]
+        if "records" not in body:
+            raise ValidationFailed([FieldError("records", "field required"), *unknown])
+        records, errors = self.spec.validate_batch(body["records"], self.settings.serve.batch_limit)
+        if errors or unknown:
+            raise ValidationFailed([*errors, *unknown])
+        loaded = self._model()
+        started = time.perf_counter()
+        results = self._score(loaded, records, request_id, started)
+        return {
+            "model_name": loaded.name,
+            "model_version": loaded.version,
+            "threshold": loaded.predictor.threshold,
+            "count": len(results),
+            "predictions": results,
+        }
+
+    def answer_message(self, message: str | bytes, request_id: str) -> dict[str, Any]:
+        """The reply to one WebSocket message: a record, or ``{"records": [...]}``; errors as
+        the error body (the socket stays open)."""
+        raw = message.encode("utf-8") if isinstance(message, str) else message
+        try:
+            body = read_json("application/json", raw, self.settings.serve.max_body_bytes)
+        except ApiError as exc:
+            return error_body(exc)
+        try:
+            if isinstance(body, dict) and "records" in body:
+                return self.predict_batch(body, request_id)
+            return self.predict(body, request_id)
+        except ApiError as exc:
+            return error_body(exc)
+
+    def _score(
+        self, loaded: LoadedModel, records: list[dict[str, Any]], request_id: str, started: float
+    ) -> list[dict[str, Any]]:
+        probabilities = loaded.predictor.predict_proba(records)
+        model = loaded.predictor.model
+        latency_ms = (time.perf_counter() - started) * 1000 / len(records)
+        now = datetime.now(UTC)
+        results: list[dict[str, Any]] = []
+        labels: list[str] = []
+        for record, probability in zip(records, probabilities):
+            prediction_id = uuid.uuid4().hex
+            label = model.label(float(probability))
+            self.writer.record(
+                PredictionRecord(
+                    id=prediction_id,
+                    created_at=now,
+                    model_name=loaded.name,
+                    model_version=loaded.version,
+                    input=record,
+                    probability=float(probability),
+                    label=label,
+                    latency_ms=latency_ms,
+                    request_id=request_id,
+                )
+            )
+            labels.append(label)
+            results.append(
+                {"prediction_id": prediction_id, "probability": float(probability), "label": label}
+            )
+        metrics.observe_predictions(labels, loaded.version)
+        return results
+
+    def _model(self) -> LoadedModel:
+        loaded = self.store.get()
+        if loaded.version != self._served_version:
+            metrics.set_model(loaded.name, loaded.version)
+            self._served_version = loaded.version
+        return loaded
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def model_info(self) -> dict[str, Any]:
+        """Name, version, alias, training time, holdout metrics and the input features."""
+        loaded = self._model()
+        pointer = loaded.pointer
+        return {
+            "model_name": loaded.name,
+            "model_version": loaded.version,
+            "alias": pointer.get("alias", "champion"),
+            "run_id": pointer.get("run_id"),
+            "trained_at": pointer.get("trained_at"),
+            "threshold": loaded.predictor.threshold,
+            "labels": {
+                "positive": loaded.predictor.model.positive_label,
+                "negative": loaded.predictor.model.negative_label,
+            },
+            "metrics": pointer.get("metrics", {}),
+            "features": [_feature_doc(f) for f in self.spec.fields],
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the champion is loaded and the history database answers."""
+        checks: dict[str, Any] = {}
+        try:
+            loaded = self._model()
+            checks["model"] = {"ok": True, "version": loaded.version}
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            checks["model"] = {"ok": False, "reason": str(exc)}
+        db_ok, reason = self.writer.database_ok()
+        checks["database"] = {"ok": db_ok, **({} if db_ok else {"reason": reason})}
+        checks["history_spooled"] = self.writer.spooled
+        ready = all(c["ok"] for c in checks.values() if isinstance(c, dict))
+        return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
+
+    def predictions(self, query: dict[str, Any]) -> dict[str, Any]:
+        """A page of the prediction history, newest first.
+
+        Query keys: ``limit`` (1-500), ``offset``, ``since``/``until`` (ISO 8601) and
+        ``model_version``.
+        """
+        limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
+        offset = _int_param(query, "offset", 0, 0, None)
+        since, until = _time_param(query, "since"), _time_param(query, "until")
+        version = query.get("model_version") or None
+        unknown = sorted(set(query) - {"limit", "offset", "since", "until", "model_version"})
+        if unknown:
+            raise ValidationFailed([FieldError(name, "unknown parameter") for name in unknown])
+        try:
+            records, total = self.reader.page(
+                limit=limit, offset=offset, since=since, until=until, model_version=version
+            )
+        except SQLAlchemyError as exc:
+            raise HistoryUnavailable(f"the prediction history cannot be read now: {exc}") from None
+        return {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "items": [_record_doc(r) for r in records],
+        }
+
+    def metrics_summary(self) -> dict[str, Any]:
+        """The JSON summary of /api/v1/metrics."""
+        try:
+            positive: str | None = self._model().predictor.model.positive_label
+        except Exception:  # pylint: disable=broad-exception-caught
+            positive = None
+        return metrics.summary(positive)
+
+
+def new_request_id(header: str | None) -> str:
+    """The client's X-Request-ID if it is sane, else a fresh one."""
+    if header and 0 < len(header) <= 128 and header.isprintable():
+        return header
+    return uuid.uuid4().hex
+
+
+def _feature_doc(spec: Any) -> dict[str, Any]:
+    doc = {
+        "name": spec.name,
+        "type": spec.kind,
+        "description": spec.description,
+        "nullable": spec.nullable,
+    }
+    if spec.kind == "categorical":
+        doc["categories"] = list(spec.categories)
+    else:
+        doc.update({"integer": spec.integer, "min": spec.minimum, "max": spec.maximum})
+    return doc
+
+
+def _record_doc(record: PredictionRecord) -> dict[str, Any]:
+    doc = asdict(record)
+    doc["created_at"] = record.created_at.isoformat()
+    return doc
+
+
+def _int_param(query: dict[str, Any], name: str, default: int, low: int, high: int | None) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValidationFailed([FieldError(name, "must be a whole number")]) from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValidationFailed([FieldError(name, f"must be {bound}")])
+    return value
+
+
+def _time_param(query: dict[str, Any], name: str) -> datetime | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed([FieldError(name, "must be an ISO 8601 date-time")]) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

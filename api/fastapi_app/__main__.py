@@ -1,0 +1,34 @@
+"""``python -m api.fastapi_app``: serve the FastAPI twin with uvicorn, addresses from settings."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from xgbops.config import load_settings
+
+
+def main() -> None:
+    """Run uvicorn with the app factory; one XGBoost thread per worker process."""
+    settings = load_settings()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    metrics_dir = settings.state_path / "prometheus-fastapi"
+    if settings.serve.workers > 1:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    uvicorn.run(
+        "api.fastapi_app:create_app",
+        factory=True,
+        host=settings.serve.host,
+        port=settings.serve.fastapi_port,
+        workers=settings.serve.workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Pydantic models generated from the dataset configuration (via ``RecordSpec``).
+
+Every field runs :meth:`FieldSpec.clean` first, so FastAPI refuses exactly what Flask refuses,
+with the same reason; the declared types and bounds document the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from api.core.schema import FieldSpec, RecordSpec
+
+
+def _checker(spec: FieldSpec) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        return spec.clean(value)  # InvalidValue is a ValueError: pydantic reports its message
+
+    return check
+
+
+def _annotation(spec: FieldSpec) -> tuple[Any, Any]:
+    base: Any = float
+    if spec.kind == "categorical":
+        base = Literal[spec.categories]
+    if spec.nullable:
+        base = Optional[base]
+    extra: dict[str, Any] = {"multipleOf": 1} if spec.integer else {}
+    field = Field(
+        default=None if spec.nullable else ...,
+        description=spec.description,
+        ge=spec.minimum,
+        le=spec.maximum,
+        examples=[spec.example()],
+        json_schema_extra=extra or None,
+    )
+    return Annotated[base, BeforeValidator(_checker(spec))], field
+
+
+def record_model(spec: RecordSpec, name: str = "Record") -> type[BaseModel]:
+    """A model with one field per input feature; unknown fields are refused."""
+    fields = {f.name: _annotation(f) for f in spec.fields}
+    config = ConfigDict(extra="forbid", json_schema_extra={"example": spec.example()})
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        name, __config__=config, **fields
+    )
+    return model
+
+
+def batch_model(record: type[BaseModel], limit: int) -> type[BaseModel]:
+    """``{"records": [Record, ...]}`` for the OpenAPI document (the core checks the records)."""
+    records = (list[record], Field(min_length=1, max_length=limit))  # type: ignore[valid-type]
+    return create_model("Batch", records=records)
+
+
+class Prediction(BaseModel):
+    """One scored record."""
+
+    prediction_id: str
+    probability: float
+    label: str
+
+
+class PredictResponse(Prediction):
+    """The answer to POST /predict."""
+
+    threshold: float
+    model_name: str
+    model_version: str
+
+
+class BatchResponse(BaseModel):
+    """The answer to POST /predict/batch."""
+
+    model_name: str
+    model_version: str
+    threshold: float
+    count: int
+    predictions: list[Prediction]
+
+
+class ErrorDetail(BaseModel):
+    """One offending field."""
+
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of both apps."""
+
+    error: str
+    message: str
+    detail: list[ErrorDetail]

@@ -1,0 +1,177 @@
+"""FastAPI routers: each endpoint reads the body, validates with pydantic, calls the core."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from api.core import errors, metrics
+from api.core.body import read_json
+from api.core.schema import NOT_AN_OBJECT, RecordSpec
+from api.core.service import PredictionService, new_request_id
+from api.fastapi_app.models import BatchResponse, ErrorBody, PredictResponse
+
+
+def get_service(request: Request) -> PredictionService:
+    """The service core of this app (a dependency)."""
+    service: PredictionService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[PredictionService, Depends(get_service)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "unreadable body"),
+        (415, "not JSON"),
+        (422, "invalid fields"),
+        (503, "no champion loaded"),
+    )
+}
+
+
+def body_ref(name: str) -> dict[str, Any]:
+    """OpenAPI request body pointing at a generated model in the components."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    }
+
+
+def pydantic_errors(exc: ValidationError) -> list[errors.FieldError]:
+    """Translate pydantic's errors to the core's field errors (same reasons as Flask)."""
+    found = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "body"
+        kind = error["type"]
+        if kind == "missing":
+            reason = "field required"
+        elif kind == "extra_forbidden":
+            reason = "unknown field"
+        elif kind in {"model_type", "dict_type", "model_attributes_type"}:
+            reason = NOT_AN_OBJECT
+        elif kind == "value_error":
+            reason = str(error.get("ctx", {}).get("error", error["msg"]))
+        else:
+            reason = error["msg"]
+        found.append(errors.FieldError(path, reason))
+    return found
+
+
+async def read_body(request: Request) -> Any:
+    """The request's JSON body, refused as the core says (415/413/400)."""
+    limit = request.app.state.service.settings.serve.max_body_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return read_json(request.headers.get("content-type"), await request.body(), limit)
+
+
+def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
+    """All HTTP and WebSocket routes for records described by ``spec``."""
+    api = APIRouter()
+
+    async def predict(request: Request, service: PredictionService) -> dict[str, Any]:
+        body = await read_body(request)
+        try:
+            valid = record.model_validate(body)
+        except ValidationError as exc:
+            raise errors.ValidationFailed(pydantic_errors(exc)) from None
+        return service.predict_valid(valid.model_dump(), request.state.request_id)
+
+    @api.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        tags=["predict"],
+        openapi_extra=body_ref(record.__name__),
+    )
+    async def predict_one(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Score one record: probability, label, threshold, model and prediction id."""
+        return await predict(request, service)
+
+    @api.post(
+        "/api/v1/predict",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        tags=["v1"],
+        openapi_extra=body_ref(record.__name__),
+    )
+    async def predict_v1(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Same as POST /predict (DeployHub name)."""
+        return await predict(request, service)
+
+    @api.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        responses=ERRORS,
+        tags=["predict"],
+        openapi_extra=body_ref("Batch"),
+    )
+    async def predict_batch(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Score up to the configured limit of records, all or nothing."""
+        # The core checks records column by column (one rule set with /predict, far faster than
+        # a pydantic pass per record); the Batch model documents the body.
+        return service.predict_batch(await read_body(request), request.state.request_id)
+
+    @api.get("/health", tags=["operations"])
+    @api.get("/api/v1/health", tags=["v1"])
+    def health(service: ServiceDep) -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return service.health()
+
+    @api.get("/ready", tags=["operations"], responses={503: {"description": "not ready"}})
+    def ready(service: ServiceDep) -> JSONResponse:
+        """200 when the champion is loaded and the history database answers, else 503."""
+        is_ready, body = service.readiness()
+        return JSONResponse(body, status_code=200 if is_ready else 503)
+
+    @api.get("/model", tags=["operations"], responses={503: ERRORS[503]})
+    def model(service: ServiceDep) -> dict[str, Any]:
+        """Name, version, alias, trained-at, holdout metrics and input features."""
+        return service.model_info()
+
+    @api.get("/predictions", tags=["operations"], responses={422: ERRORS[422]})
+    def predictions(
+        request: Request,
+        service: ServiceDep,
+        *,
+        limit: Annotated[str | None, Query(description="1 to 500 (default 50)")] = None,
+        offset: Annotated[str | None, Query(description=">= 0")] = None,
+        since: Annotated[str | None, Query(description="ISO 8601, inclusive")] = None,
+        until: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Stored predictions, newest first; page with limit/offset, filter by time/version."""
+        del limit, offset, since, until, model_version  # documented here, checked by the core
+        return service.predictions(dict(request.query_params))
+
+    @api.get("/metrics", tags=["operations"], response_class=Response)
+    def prometheus() -> Response:
+        """Request counts, latency histograms, predictions by label, model version."""
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+    @api.get("/api/v1/metrics", tags=["v1"])
+    def metrics_summary(service: ServiceDep) -> dict[str, Any]:
+        """Request count, error rate, latency percentiles, positive rate."""
+        return service.metrics_summary()
+
+    @api.websocket("/ws/predict")
+    async def ws_predict(websocket: WebSocket) -> None:
+        """One JSON record (or {"records": [...]}) per message, one answer each."""
+        service: PredictionService = websocket.app.state.service
+        request_id = new_request_id(websocket.headers.get("x-request-id"))
+        await websocket.accept()
+        try:
+            while True:
+                message = await websocket.receive_text()
+                await websocket.send_json(service.answer_message(message, request_id))
+        except WebSocketDisconnect:
+            return
+
+    del spec
+    return api

@@ -1,0 +1,147 @@
+"""The Flask adapter: app factory, blueprints, marshmallow schemas, OpenAPI via flask-smorest.
+
+``create_app(settings)`` builds everything; there is no module-level app. Gunicorn loads it with
+``api.flask_app:create_app()`` (see ``api/gunicorn.conf.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from xgbops.config import Settings, load_settings
+
+from api.core import errors, metrics
+from api.core.body import read_json
+from api.core.schema import RecordSpec
+from api.core.service import PredictionService, new_request_id
+from api.flask_app import routes
+from api.flask_app.websocket import register_websocket
+
+JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/retrain"}
+
+
+def create_app(settings: Settings | None = None, service: PredictionService | None = None) -> Flask:
+    """Build the Flask app for ``settings`` (loaded from YAML + environment by default)."""
+    settings = settings or load_settings()
+    if service is None:  # built here, so started here: this is the worker process
+        service = PredictionService.create(settings)
+        service.start()
+    app = Flask("xgbops")
+    app.config.update(
+        API_TITLE="xgbops",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        MAX_CONTENT_LENGTH=settings.serve.max_body_bytes,
+        API_SPEC_OPTIONS={
+            "info": {"description": f"Scores {settings.dataset.description}"},
+        },
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["xgbops"] = service
+    api = Api(app)
+    spec = RecordSpec.from_dataset(settings.dataset)
+    for blueprint in routes.blueprints(spec, settings.serve.batch_limit):
+        api.register_blueprint(blueprint)
+    register_websocket(app, service)
+    _install_hooks(app)
+    return app
+
+
+def service_of(app: Flask) -> PredictionService:
+    """The service core this app was built with."""
+    service: PredictionService = app.extensions["xgbops"]
+    return service
+
+
+def _install_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = new_request_id(request.headers.get("X-Request-ID"))
+        if request.method == "POST" and request.path in JSON_ENDPOINTS:
+            _parse_json_body()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe_request(
+            rule, request.method, response.status_code, time.perf_counter() - g.get("started", 0)
+        )
+        return response
+
+    @app.errorhandler(errors.ApiError)
+    def _api_error(error: errors.ApiError) -> Response:
+        return _error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        return _error_response(_translate(error))
+
+
+def _parse_json_body() -> None:
+    """Refuse what is not a JSON body before any view runs; keep the parsed value in ``g``."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if (request.content_length or 0) > limit:
+        raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
+    g.body = read_json(request.content_type, request.get_data(cache=True), limit)
+
+
+def _translate(error: HTTPException) -> errors.ApiError:
+    """Map werkzeug/flask-smorest HTTP errors to the core's error types."""
+    if error.code == 404:
+        return errors.NotFound(f"no route {request.path}")
+    if error.code == 405:
+        allowed = getattr(error, "valid_methods", None) or []
+        return errors.MethodNotAllowed(request.method, allowed)
+    if error.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
+    if error.code == 422:
+        return errors.ValidationFailed(_marshmallow_errors(getattr(error, "data", {})))
+    return errors.ApiError(error.description or error.name, (), error.code or 500, "http_error")
+
+
+def _marshmallow_errors(data: dict[str, Any]) -> list[errors.FieldError]:
+    """Flatten flask-smorest's ``{"messages": {"json": {field: [reasons]}}}``."""
+    messages = data.get("messages", {}).get("json", {}) if isinstance(data, dict) else {}
+    found: list[errors.FieldError] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+        else:
+            found.append(errors.FieldError(path or "body", str(node)))
+
+    walk(messages, "")
+    return [_schema_level(e) for e in found]
+
+
+def _schema_level(error: errors.FieldError) -> errors.FieldError:
+    # marshmallow files schema-level problems (the body is not an object) under "_schema"
+    if error.field in {"_schema", "body"}:
+        return errors.FieldError("body", error.reason)
+    return error
+
+
+def _error_response(error: errors.ApiError) -> Response:
+    response = Response(
+        json.dumps(errors.error_body(error)), status=error.status, mimetype="application/json"
+    )
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response

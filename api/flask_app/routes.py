@@ -1,0 +1,160 @@
+"""Flask blueprints: each view parses with marshmallow, calls the core, returns its dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, g, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.core import metrics
+from api.core.schema import RecordSpec
+from api.core.service import PredictionService
+from api.flask_app.schemas import (
+    BatchResponseSchema,
+    ErrorSchema,
+    HistoryQuerySchema,
+    PredictResponseSchema,
+    batch_schema,
+    record_schema,
+)
+
+
+def _service() -> PredictionService:
+    service: PredictionService = current_app.extensions["xgbops"]
+    return service
+
+
+def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
+    """The API's blueprints for records described by ``spec``."""
+    # pylint: disable=unused-variable  # the view classes register themselves via decorators
+    record = record_schema(spec)
+    batch = batch_schema(record, batch_limit)
+    scoring = Blueprint("predict", __name__, description="Score records with the champion")
+    ops = Blueprint("operations", __name__, description="Health, model, history, metrics")
+    legacy = Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
+
+    def predict_view(data: dict[str, Any]) -> dict[str, Any]:
+        return _service().predict_valid(data, g.request_id)
+
+    @scoring.route("/predict")
+    class Predict(MethodView):
+        """POST one record."""
+
+        @scoring.arguments(record, example=spec.example())
+        @scoring.response(200, PredictResponseSchema)
+        @scoring.alt_response(422, schema=ErrorSchema, description="invalid fields")
+        @scoring.alt_response(503, schema=ErrorSchema, description="no champion loaded")
+        def post(self, data: dict[str, Any]) -> dict[str, Any]:
+            """Score one record: probability, label, threshold, model and prediction id."""
+            return predict_view(data)
+
+    @scoring.route("/predict/batch")
+    class PredictBatch(MethodView):
+        """POST many records."""
+
+        @scoring.doc(requestBody={"content": {"application/json": {"schema": batch}}})
+        @scoring.response(200, BatchResponseSchema)
+        @scoring.alt_response(422, schema=ErrorSchema, description="invalid records.<i>.<field>")
+        def post(self) -> dict[str, Any]:
+            """Score up to the configured limit of records, all or nothing."""
+            # The core checks records column by column (one rule set with /predict, far faster
+            # than a marshmallow pass per record); the schema above documents the body.
+            return _service().predict_batch(g.body, g.request_id)
+
+    @legacy.route("/predict")
+    class LegacyPredict(MethodView):
+        """The DeployHub name of /predict."""
+
+        @legacy.arguments(record, example=spec.example())
+        @legacy.response(200, PredictResponseSchema)
+        @legacy.alt_response(422, schema=ErrorSchema)
+        def post(self, data: dict[str, Any]) -> dict[str, Any]:
+            """Same as POST /predict."""
+            return predict_view(data)
+
+    @ops.route("/health")
+    class Health(MethodView):
+        """Liveness."""
+
+        def get(self) -> dict[str, Any]:
+            """The process answers."""
+            return _service().health()
+
+    @legacy.route("/health")
+    class LegacyHealth(MethodView):
+        """The DeployHub name of /health."""
+
+        def get(self) -> dict[str, Any]:
+            """Same as GET /health."""
+            return _service().health()
+
+    @ops.route("/ready")
+    class Ready(MethodView):
+        """Readiness."""
+
+        @ops.alt_response(503, description="model not loaded or database unreachable")
+        def get(self) -> tuple[dict[str, Any], int]:
+            """200 when the champion is loaded and the history database answers, else 503."""
+            ready, body = _service().readiness()
+            return body, 200 if ready else 503
+
+    @ops.route("/model")
+    class ModelInfo(MethodView):
+        """The served model."""
+
+        @ops.alt_response(503, schema=ErrorSchema)
+        def get(self) -> dict[str, Any]:
+            """Name, version, alias, trained-at, holdout metrics and input features."""
+            return _service().model_info()
+
+    @ops.route("/predictions")
+    class Predictions(MethodView):
+        """The prediction history."""
+
+        @ops.doc(params=_query_params())
+        @ops.alt_response(422, schema=ErrorSchema)
+        def get(self) -> dict[str, Any]:
+            """Stored predictions, newest first; page with limit/offset, filter by time/version."""
+            return _service().predictions(dict(request.args))
+
+    @ops.route("/metrics")
+    class Metrics(MethodView):
+        """Prometheus exposition."""
+
+        def get(self) -> Response:
+            """Request counts, latency histograms, predictions by label, model version."""
+            return Response(
+                metrics.render(), mimetype=metrics.CONTENT_TYPE.split(";", maxsplit=1)[0]
+            )
+
+    @legacy.route("/metrics")
+    class LegacyMetrics(MethodView):
+        """JSON summary."""
+
+        def get(self) -> dict[str, Any]:
+            """Request count, error rate, latency percentiles, positive rate."""
+            return _service().metrics_summary()
+
+    return [scoring, ops, legacy]
+
+
+def _query_params() -> list[dict[str, Any]]:
+    """OpenAPI parameters of GET /predictions, from its documented schema."""
+    params = []
+    for name, field in HistoryQuerySchema().fields.items():
+        kind = {"Integer": "integer", "DateTime": "string"}.get(type(field).__name__, "string")
+        schema: dict[str, Any] = {"type": kind}
+        if type(field).__name__ == "DateTime":
+            schema["format"] = "date-time"
+        params.append(
+            {
+                "in": "query",
+                "name": name,
+                "required": False,
+                "schema": schema,
+                "description": field.metadata.get("description", ""),
+            }
+        )
+    return params

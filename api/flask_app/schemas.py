@@ -1,0 +1,158 @@
+"""Marshmallow schemas generated from the dataset configuration (via ``RecordSpec``).
+
+Each field delegates the value check to :meth:`FieldSpec.clean`, so Flask refuses exactly what
+FastAPI refuses, with the same reason; the marshmallow validators only document bounds and
+categories in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from api.core import schema as core
+from api.core.schema import FieldSpec, InvalidValue, RecordSpec
+
+_MESSAGES = {"required": core.MISSING, "null": core.NULL}
+
+
+class _Checked(fields.Field):  # type: ignore[type-arg]
+    """Deserialise through the core's check (None included, so nullability is one rule)."""
+
+    spec: FieldSpec
+
+    def deserialize(
+        self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any
+    ) -> Any:
+        """Let the core judge None too, instead of marshmallow's own null message."""
+        if value is None:
+            return self._clean(None)
+        return super().deserialize(value, attr, data, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        del attr, data, kwargs
+        return self._clean(value)
+
+    def _clean(self, value: Any) -> Any:
+        try:
+            return self.spec.clean(value)
+        except InvalidValue as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class CheckedNumber(_Checked, fields.Float):
+    """A numeric input (documented as ``number``, or ``integer`` for whole-number features)."""
+
+    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
+        self.spec = spec
+        super().__init__(**kwargs)
+
+
+class CheckedInteger(_Checked, fields.Integer):
+    """A whole-number input (documented as ``integer``)."""
+
+    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
+        self.spec = spec
+        super().__init__(**kwargs)
+
+
+class CheckedCategory(_Checked, fields.String):
+    """A categorical input (documented as a string enum)."""
+
+    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
+        self.spec = spec
+        super().__init__(**kwargs)
+
+
+def _field(spec: FieldSpec) -> fields.Field[Any]:
+    options: dict[str, Any] = {
+        "required": not spec.nullable,
+        "allow_none": True,  # the core decides, with its own reason
+        "load_default": None,
+        "error_messages": _MESSAGES,
+        "metadata": {"description": spec.description, "example": spec.example()},
+    }
+    if spec.nullable:
+        options["metadata"]["nullable"] = True
+    else:
+        del options["load_default"]
+    if spec.kind == "categorical":
+        return CheckedCategory(spec, validate=validate.OneOf(spec.categories), **options)
+    bounds = validate.Range(min=spec.minimum, max=spec.maximum)
+    if spec.integer:
+        return CheckedInteger(spec, validate=bounds, **options)
+    return CheckedNumber(spec, validate=bounds, **options)
+
+
+def record_schema(spec: RecordSpec, name: str = "Record") -> type[Schema]:
+    """A schema class with one field per input feature; unknown fields are refused."""
+    attributes: dict[str, Any] = {f.name: _field(f) for f in spec.fields}
+    attributes["Meta"] = type("Meta", (), {"unknown": RAISE, "ordered": True})
+    attributes["error_messages"] = {"unknown": core.UNKNOWN, "type": core.NOT_AN_OBJECT}
+    return type(name, (Schema,), attributes)
+
+
+def batch_schema(record: type[Schema], limit: int) -> type[Schema]:
+    """``{"records": [Record, ...]}``, documented; validated by the core's batch check."""
+    attributes = {
+        "records": fields.List(
+            fields.Nested(record),
+            required=True,
+            validate=validate.Length(min=1, max=limit),
+            metadata={"description": f"1 to {limit} records"},
+        ),
+        "Meta": type("Meta", (), {"unknown": EXCLUDE}),
+    }
+    return type("Batch", (Schema,), attributes)
+
+
+class PredictionSchema(Schema):
+    """One scored record."""
+
+    prediction_id = fields.String(metadata={"description": "id of the stored prediction"})
+    probability = fields.Float(metadata={"description": "probability of the positive label"})
+    label = fields.String()
+
+
+class PredictResponseSchema(PredictionSchema):
+    """The answer to POST /predict."""
+
+    threshold = fields.Float()
+    model_name = fields.String()
+    model_version = fields.String()
+
+
+class BatchResponseSchema(Schema):
+    """The answer to POST /predict/batch."""
+
+    model_name = fields.String()
+    model_version = fields.String()
+    threshold = fields.Float()
+    count = fields.Integer()
+    predictions = fields.List(fields.Nested(PredictionSchema))
+
+
+class ErrorDetailSchema(Schema):
+    """One offending field."""
+
+    field = fields.String()
+    reason = fields.String()
+
+
+class ErrorSchema(Schema):
+    """The one error shape of both apps."""
+
+    error = fields.String()
+    message = fields.String()
+    detail = fields.List(fields.Nested(ErrorDetailSchema))
+
+
+class HistoryQuerySchema(Schema):
+    """Query parameters of GET /predictions (checked by the core, documented here)."""
+
+    limit = fields.Integer(validate=validate.Range(1, 500), metadata={"example": 50})
+    offset = fields.Integer(validate=validate.Range(min=0))
+    since = fields.DateTime(metadata={"description": "ISO 8601, inclusive"})
+    until = fields.DateTime(metadata={"description": "ISO 8601, exclusive"})
+    model_version = fields.String()

@@ -1,0 +1,55 @@
+"""Gunicorn settings for the Flask app (``make serve``); every value comes from xgbops settings.
+
+Threaded workers keep connections alive (sync workers close them after each response), each
+worker builds its own app after the fork, and Prometheus samples are shared through files.
+"""
+
+# pylint: disable=invalid-name  # gunicorn reads these lowercase module globals
+import os
+import shutil
+from typing import Any
+
+from xgbops.config import load_settings
+
+_settings = load_settings()
+_metrics_dir = _settings.state_path / "prometheus"
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir))
+
+wsgi_app = "api.flask_app:create_app()"
+bind = f"{_settings.serve.host}:{_settings.serve.port}"
+workers = _settings.serve.workers
+worker_class = "gthread"
+threads = _settings.serve.threads
+keepalive = 75
+timeout = 120
+graceful_timeout = 30
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+# One XGBoost/OpenMP thread per worker: more threads than cores collapses throughput.
+raw_env = ["OMP_NUM_THREADS=1"]
+
+
+def on_starting(server: Any) -> None:
+    """Start with an empty metrics directory (samples of a previous run would be summed in)."""
+    del server
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush the worker's buffered prediction records before it goes."""
+    del server
+    app = getattr(worker, "wsgi", None)
+    service = getattr(app, "extensions", {}).get("xgbops") if app is not None else None
+    if service is not None:
+        service.close()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the shared metrics."""
+    del server
+    from prometheus_client import multiprocess  # pylint: disable=import-outside-toplevel
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,130 @@
+"""Real servers for the API tests: gunicorn (Flask) and uvicorn (FastAPI) on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A started server process and its base URL."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An HTTP client bound to this server."""
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+def server_env(project: Path, **extra: str) -> dict[str, str]:
+    """Environment of a server process for ``project`` (nothing leaks in from the caller)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XGBOPS_", "MLFLOW_"))}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("DATABASE_URL", None)
+    env.update({"XGBOPS_PROJECT_DIR": str(project), "XGBOPS_LOG_FORMAT": "json", **extra})
+    return env
+
+
+def start_server(kind: str, project: Path, log_dir: Path, **extra: str) -> Server:
+    """Start ``flask`` (gunicorn) or ``fastapi`` (uvicorn) and wait until /health answers."""
+    port = free_port()
+    if kind == "flask":
+        command = [str(BIN / "gunicorn"), "--config", str(_repo() / "api" / "gunicorn.conf.py")]
+        extra = {"XGBOPS_SERVE__PORT": str(port), **extra}
+    else:
+        command = [str(BIN / "python"), "-m", "api.fastapi_app"]
+        extra = {"XGBOPS_SERVE__FASTAPI_PORT": str(port), **extra}
+    log = log_dir / f"{kind}-{port}.log"
+    process = subprocess.Popen(
+        command,
+        cwd=project,
+        env=server_env(project, **extra),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(kind, f"http://127.0.0.1:{port}", process, log)
+    wait_until_up(server)
+    return server
+
+
+def wait_until_up(server: Server, timeout: float = 60) -> None:
+    """Poll /health until it answers 200 (fail with the server's log otherwise)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"{server.name} exited:\n{server.log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{server.name} did not answer within {timeout} s:\n{server.log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM, then wait (gunicorn flushes the history on the way out)."""
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+def _repo() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def example_record() -> dict[str, Any]:
+    """The example record the README uses."""
+    return dict(json.loads((_repo() / "data" / "example.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def servers(
+    champion_project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    """Both apps on the shared champion, each with its own SQLite history."""
+    logs = tmp_path_factory.mktemp("server-logs")
+    started: dict[str, Server] = {}
+    try:
+        for kind in ("flask", "fastapi"):
+            database = f"sqlite:///{logs / kind}.db"
+            started[kind] = start_server(
+                kind,
+                champion_project,
+                logs,
+                DATABASE_URL=database,
+                XGBOPS_SERVE__WORKERS="2",
+                XGBOPS_SERVE__BATCH_LIMIT="50",
+                XGBOPS_SERVE__MAX_BODY_BYTES="65536",
+            )
+        yield started
+    finally:
+        for server in started.values():
+            stop_server(server)
