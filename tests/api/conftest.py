@@ -113,14 +113,16 @@ def servers(
     logs = tmp_path_factory.mktemp("server-logs")
     started: dict[str, Server] = {}
     try:
-        for kind in ("flask", "fastapi"):
+        # gunicorn runs 2 workers (metrics must add up across them); uvicorn runs in-process
+        # (1 worker), which also lets coverage follow it.
+        for kind, workers in (("flask", "2"), ("fastapi", "1")):
             database = f"sqlite:///{logs / kind}.db"
             started[kind] = start_server(
                 kind,
                 champion_project,
                 logs,
                 DATABASE_URL=database,
-                XGBOPS_SERVE__WORKERS="2",
+                XGBOPS_SERVE__WORKERS=workers,
                 XGBOPS_SERVE__BATCH_LIMIT="50",
                 XGBOPS_SERVE__MAX_BODY_BYTES="65536",
             )
