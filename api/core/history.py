@@ -81,7 +81,13 @@ _TRANSIENT: Final = (
 
 log = structlog.get_logger(__name__)
 
-metadata = MetaData(naming_convention={"ix": "ix_%(column_0_label)s", "pk": "pk_%(table_name)s"})
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "pk": "pk_%(table_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+    }
+)
 
 predictions = Table(
     "predictions",
@@ -126,6 +132,11 @@ def to_sqlalchemy_url(url: str) -> str:
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url[len(scheme) :]
     return url
+
+
+def create_engine_for(database_url: str) -> Engine:
+    """An engine for the history database with the settings this module relies on."""
+    return _create_engine(make_url(to_sqlalchemy_url(database_url)))
 
 
 def migrate(database_url: str) -> None:

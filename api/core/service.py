@@ -6,7 +6,6 @@ bodies) and raises :mod:`api.core.errors` exceptions; it knows nothing of Flask 
 
 from __future__ import annotations
 
-import fcntl
 import time
 import uuid
 from dataclasses import asdict
@@ -29,6 +28,7 @@ from api.core.errors import (
     error_body,
 )
 from api.core.history import HistoryReader, HistoryWriter, PredictionRecord, migrate
+from api.core.retrain import RetrainJobs
 from api.core.schema import RecordSpec
 
 log = structlog.get_logger(__name__)
@@ -55,16 +55,14 @@ class PredictionService:
             flush_interval=settings.serve.history_flush_interval,
         )
         self.reader = reader or HistoryReader(settings.history_url)
+        self.jobs = RetrainJobs(settings)
         self._served_version: str | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> PredictionService:
         """Migrate the history database, then build the service (call once per process)."""
         settings.state_path.mkdir(parents=True, exist_ok=True)
-        # Every worker process calls this at start; the lock lets one of them migrate at a time.
-        with (settings.state_path / "migrate.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            migrate(settings.history_url)
+        migrate(settings.history_url)  # safe when every worker does it at once
         return cls(settings)
 
     def start(self) -> None:
@@ -179,6 +177,18 @@ class PredictionService:
             metrics.set_model(loaded.name, loaded.version)
             self._served_version = loaded.version
         return loaded
+
+    # -- retraining --------------------------------------------------------------------------
+
+    def retrain(self, authorization: str | None, client: str) -> dict[str, Any]:
+        """Start a retraining job (answered with 202 and the job document)."""
+        self.jobs.authorize(authorization)
+        return self.jobs.submit(client)
+
+    def retrain_status(self, authorization: str | None, job_id: str) -> dict[str, Any]:
+        """A retraining job's document."""
+        self.jobs.authorize(authorization)
+        return self.jobs.get(job_id)
 
     # -- reporting ---------------------------------------------------------------------------
 

@@ -118,6 +118,29 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         # a pydantic pass per record); the Batch model documents the body.
         return service.predict_batch(await read_body(request), request.state.request_id)
 
+    @api.post(
+        "/retrain",
+        status_code=202,
+        tags=["retrain"],
+        responses={
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            409: {"model": ErrorBody},
+            429: {"model": ErrorBody},
+        },
+    )
+    def retrain(request: Request, response: Response, service: ServiceDep) -> dict[str, Any]:
+        """Train in the background; a better model becomes champion and is served at once."""
+        client = request.client.host if request.client else "unknown"
+        job = service.retrain(request.headers.get("authorization"), client)
+        response.headers["Location"] = f"/retrain/{job['job_id']}"
+        return job
+
+    @api.get("/retrain/{job_id}", tags=["retrain"], responses={404: {"model": ErrorBody}})
+    def retrain_status(job_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Status (queued, running, succeeded, failed), result and error of a job."""
+        return service.retrain_status(request.headers.get("authorization"), job_id)
+
     @api.get("/health", tags=["operations"])
     @api.get("/api/v1/health", tags=["v1"])
     def health(service: ServiceDep) -> dict[str, Any]:

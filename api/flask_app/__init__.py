@@ -23,7 +23,7 @@ from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
 from api.flask_app.websocket import register_websocket
 
-JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/retrain"}
+JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict"}
 
 
 def create_app(settings: Settings | None = None, service: PredictionService | None = None) -> Flask:

@@ -34,6 +34,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     scoring = Blueprint("predict", __name__, description="Score records with the champion")
     ops = Blueprint("operations", __name__, description="Health, model, history, metrics")
     legacy = Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
+    retraining = Blueprint("retrain", __name__, description="Retrain on request (bearer token)")
 
     def predict_view(data: dict[str, Any]) -> dict[str, Any]:
         return _service().predict_valid(data, g.request_id)
@@ -73,6 +74,33 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
             """Same as POST /predict."""
             return predict_view(data)
+
+    @retraining.route("/retrain")
+    class Retrain(MethodView):
+        """Start retraining."""
+
+        @retraining.doc(security=[{"bearer": []}])
+        @retraining.response(202, description="job accepted; follow it at /retrain/<job_id>")
+        @retraining.alt_response(401, schema=ErrorSchema, description="no bearer token")
+        @retraining.alt_response(403, schema=ErrorSchema, description="wrong token or disabled")
+        @retraining.alt_response(409, schema=ErrorSchema, description="a job is running")
+        @retraining.alt_response(429, schema=ErrorSchema, description="rate limited")
+        def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+            """Train in the background; a better model becomes champion and is served at once."""
+            job = _service().retrain(
+                request.headers.get("Authorization"), request.remote_addr or "unknown"
+            )
+            return job, 202, {"Location": f"/retrain/{job['job_id']}"}
+
+    @retraining.route("/retrain/<string:job_id>")
+    class RetrainStatus(MethodView):
+        """Follow a retraining job."""
+
+        @retraining.doc(security=[{"bearer": []}])
+        @retraining.alt_response(404, schema=ErrorSchema, description="no such job")
+        def get(self, job_id: str) -> dict[str, Any]:
+            """Status (queued, running, succeeded, failed), result and error of a job."""
+            return _service().retrain_status(request.headers.get("Authorization"), job_id)
 
     @ops.route("/health")
     class Health(MethodView):
@@ -137,7 +165,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             """Request count, error rate, latency percentiles, positive rate."""
             return _service().metrics_summary()
 
-    return [scoring, ops, legacy]
+    return [scoring, retraining, ops, legacy]
 
 
 def _query_params() -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
+import api.core.retrain  # noqa: F401  # pylint: disable=unused-import  # registers its table
 from api.core.history import metadata, to_sqlalchemy_url
 
 config = context.config

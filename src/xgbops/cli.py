@@ -123,6 +123,9 @@ def train(
     skip_if_champion: Annotated[
         bool, typer.Option(help="Do nothing if the registry already has a champion.")
     ] = False,
+    result_file: Annotated[
+        Optional[Path], typer.Option(help="Also write the result as JSON to this file.")
+    ] = None,
 ) -> None:
     """Train, log to MLflow, register a version, promote it if it beats the champion."""
     from xgbops import train as training  # pylint: disable=import-outside-toplevel
@@ -159,6 +162,8 @@ def train(
     if result.decision is not None:
         typer.echo(result.decision.summary())
     typer.echo(f"reports: {result.report_dir}")
+    if result_file is not None:
+        result.write(result_file)
 
 
 @app.command()

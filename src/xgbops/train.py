@@ -83,6 +83,18 @@ class TrainingResult:
     report_dir: Path
     params: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for pipelines and the API's retraining jobs."""
+        data = asdict(self)
+        data["report_dir"] = str(self.report_dir)
+        return data
+
+    def write(self, path: Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        return path
+
 
 @dataclass
 class EvaluationResult:
@@ -249,9 +261,7 @@ def train(
         report_dir=report_dir,
         params=candidate.params,
     )
-    (report_dir / "result.json").write_text(
-        json.dumps(_jsonable(result), indent=2), encoding="utf-8"
-    )
+    result.write(report_dir / "result.json")
     log.info("training.finished", version=version, run_id=run_id, **candidate.metrics)
     return result
 
@@ -523,9 +533,3 @@ as the match between live data and the training data, so watch for drift before 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _jsonable(result: TrainingResult) -> dict[str, Any]:
-    data = asdict(result)
-    data["report_dir"] = str(result.report_dir)
-    return data

@@ -1,0 +1,258 @@
+"""Retraining on request: token check, one job at a time, a rate limit, jobs you can follow.
+
+A job runs ``xgbops train`` in a child process: training (and MLflow) never load into a serving
+worker, and a crash in training cannot take a worker down. When the run promotes a new
+champion, ``xgbops`` exports it and every worker swaps to it on its next look at the pointer
+(see :mod:`api.core.champion`), with no restart.
+
+Jobs live in the history database, so every worker process sees the same jobs: a unique column
+that only active jobs fill makes "one job at a time" hold across workers, and the rate limit
+counts a client's jobs of the last hour.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import socket
+import subprocess  # nosec B404 - runs the project's own `xgbops train`, fixed arguments
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    RowMapping,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from xgbops.config import Settings
+
+from api.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from api.core.history import create_engine_for, metadata
+
+log = structlog.get_logger(__name__)
+
+ACTIVE = 1  # the value of ``active`` for a queued or running job; NULL otherwise
+
+retrain_jobs = Table(
+    "retrain_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("active", Integer, nullable=True, unique=True),
+    Column("client", String, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("host", String, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+
+class RetrainJobs:
+    """Submit, run and report retraining jobs for one worker process."""
+
+    def __init__(self, settings: Settings, command: Sequence[str] | None = None) -> None:
+        self.settings = settings
+        self.command = list(command or [str(Path(sys.executable).parent / "xgbops"), "train"])
+        self._engine: Engine | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def engine(self) -> Engine:
+        """The history database's engine (created on first use)."""
+        if self._engine is None:
+            self._engine = create_engine_for(self.settings.history_url)
+        return self._engine
+
+    def authorize(self, authorization: str | None) -> None:
+        """Check ``Authorization: Bearer <token>`` against the configured token.
+
+        Raises:
+            Forbidden: retraining is disabled (no token configured) or the token is wrong.
+            Unauthorized: no bearer token was sent.
+        """
+        secret = self.settings.retrain_token
+        if secret is None or not secret.get_secret_value():
+            raise Forbidden("retraining is disabled: set XGBOPS_RETRAIN_TOKEN to enable it")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized()
+        if not hmac.compare_digest(token.encode(), secret.get_secret_value().encode()):
+            raise Forbidden("invalid token")
+
+    def submit(self, client: str) -> dict[str, Any]:
+        """Start a job for ``client`` (an address); returns its document.
+
+        Raises:
+            TooManyRequests: the client started its hourly allowance of jobs already.
+            Conflict: a job is queued or running.
+        """
+        self._reap_orphans()
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            recent = connection.execute(
+                select(func.count())
+                .select_from(retrain_jobs)
+                .where(retrain_jobs.c.client == client)
+                .where(retrain_jobs.c.created_at >= now - timedelta(hours=1))
+            ).scalar_one()
+        if recent >= self.settings.serve.retrain_per_hour:
+            raise TooManyRequests(retry_after=3600)
+        job_id = uuid.uuid4().hex
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(retrain_jobs).values(
+                        id=job_id,
+                        status="queued",
+                        active=ACTIVE,
+                        client=client,
+                        created_at=now,
+                        host=socket.gethostname(),
+                    )
+                )
+        except IntegrityError:
+            running = self._active()
+            raise Conflict(
+                f"retraining job {running['id'] if running else '?'} is already running"
+            ) from None
+        thread = threading.Thread(target=self._run, args=(job_id,), name=f"retrain-{job_id[:8]}")
+        thread.start()
+        self._threads.append(thread)
+        log.info("retrain.submitted", job_id=job_id, client=client)
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job's document.
+
+        Raises:
+            NotFound: no such job.
+        """
+        with self.engine.connect() as connection:
+            row = (
+                connection.execute(select(retrain_jobs).where(retrain_jobs.c.id == job_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no retraining job {job_id}")
+        return _document(row)
+
+    def wait(self, timeout: float = 300) -> None:
+        """Wait for this process's jobs to finish (tests, shutdown)."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _active(self) -> RowMapping | None:
+        with self.engine.connect() as connection:
+            return (
+                connection.execute(select(retrain_jobs).where(retrain_jobs.c.active == ACTIVE))
+                .mappings()
+                .first()
+            )
+
+    def _run(self, job_id: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="xgbops-retrain-") as tmp:
+            result_file = Path(tmp) / "result.json"
+            command = [*self.command, "--result-file", str(result_file)]
+            try:
+                process = subprocess.Popen(  # nosec B603 - fixed command, no shell
+                    command,
+                    cwd=self.settings.project_dir,
+                    env={**os.environ, "XGBOPS_LOG_FORMAT": "json"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            except OSError as exc:
+                self._finish(job_id, "failed", None, f"cannot start training: {exc}")
+                return
+            self._update(job_id, status="running", started_at=datetime.now(UTC), pid=process.pid)
+            _, stderr = process.communicate()
+            if process.returncode == 0 and result_file.is_file():
+                result = json.loads(result_file.read_text(encoding="utf-8"))
+                self._finish(job_id, "succeeded", result, None)
+            else:
+                tail = stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+                message = f"training exited with status {process.returncode}: " + " | ".join(tail)
+                self._finish(job_id, "failed", None, message)
+
+    def _finish(
+        self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None
+    ) -> None:
+        self._update(
+            job_id,
+            status=status,
+            active=None,
+            finished_at=datetime.now(UTC),
+            result=result,
+            error=error,
+        )
+        log.info("retrain.finished", job_id=job_id, status=status, error=error)
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(retrain_jobs).where(retrain_jobs.c.id == job_id).values(**values)
+            )
+
+    def _reap_orphans(self) -> None:
+        """Fail an active job of this host whose training process no longer exists."""
+        active = self._active()
+        if active is None or active["host"] != socket.gethostname() or active["pid"] is None:
+            return
+        try:
+            os.kill(active["pid"], 0)
+        except ProcessLookupError:
+            self._finish(active["id"], "failed", None, "the training process disappeared")
+        except PermissionError:  # pragma: no cover - alive, owned by another user
+            return
+
+
+def _document(row: Any) -> dict[str, Any]:
+    def stamp(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+    result = row["result"] or None
+    summary = None
+    if result:
+        decision = result.get("decision") or {}
+        summary = {
+            "model_name": result.get("model_name"),
+            "version": result.get("version"),
+            "promoted": bool(decision.get("promoted")),
+            "reason": decision.get("reason"),
+            "metrics": result.get("metrics", {}),
+        }
+    return {
+        "job_id": row["id"],
+        "status": row["status"],
+        "created_at": stamp(row["created_at"]),
+        "started_at": stamp(row["started_at"]),
+        "finished_at": stamp(row["finished_at"]),
+        "result": summary,
+        "error": row["error"],
+    }

@@ -1,0 +1,161 @@
+"""POST /retrain: token, one job at a time, rate limit, and a hot champion swap under load."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from api.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from api.core.retrain import RetrainJobs
+from api.core.history import migrate
+from tests.api.conftest import start_server, stop_server
+from tests.api.test_contract import EXAMPLE
+from tests.conftest import make_project, project_settings
+from xgbops.train import promote_version, train
+
+TOKEN = "s3cret-token-for-tests"  # pragma: allowlist secret
+FAST_ENV = {"XGBOPS_TRAIN__NUM_BOOST_ROUND": "60", "XGBOPS_TRAIN__EARLY_STOPPING_ROUNDS": "10"}
+WEAK = {"num_boost_round": 2, "early_stopping_rounds": None, "params": {"max_depth": 1}}
+
+
+@pytest.fixture(scope="module")
+def weak_template(tmp_path_factory):
+    """A project whose champion is a weak model, so retraining promotes a better one."""
+    project = make_project(tmp_path_factory.mktemp("retrain") / "project")
+    train(project_settings(project))
+    train(project_settings(project, train=WEAK), promote=False)
+    promote_version(project_settings(project), "2", force=True)
+    return project
+
+
+@pytest.fixture
+def weak_champion(weak_template, tmp_path):
+    """A private copy of the weak-champion project (retraining changes its registry)."""
+    copy = tmp_path / "project"
+    shutil.copytree(weak_template, copy)
+    return copy
+
+
+@pytest.fixture
+def jobs(weak_champion, monkeypatch, tmp_path):
+    for name, value in FAST_ENV.items():
+        monkeypatch.setenv(name, value)
+    settings = project_settings(
+        weak_champion,
+        retrain_token=TOKEN,
+        database_url=f"sqlite:///{tmp_path / 'h.db'}",
+        serve={"retrain_per_hour": 2},
+    )
+    migrate(settings.history_url)
+    runner = RetrainJobs(settings)
+    yield runner
+    runner.wait()
+
+
+@pytest.mark.parametrize(
+    ("token", "header", "error", "message"),
+    [
+        (None, f"Bearer {TOKEN}", Forbidden, "retraining is disabled"),
+        (TOKEN, None, Unauthorized, "a bearer token is required"),
+        (TOKEN, f"Basic {TOKEN}", Unauthorized, "a bearer token is required"),
+        (TOKEN, "Bearer wrong", Forbidden, "invalid token"),
+    ],
+)
+def test_authorisation(weak_champion, token, header, error, message):
+    runner = RetrainJobs(project_settings(weak_champion, retrain_token=token))
+    with pytest.raises(error, match=message):
+        runner.authorize(header)
+
+
+def test_a_job_runs_one_at_a_time_reports_its_result_and_is_rate_limited(jobs):
+    jobs.authorize(f"Bearer {TOKEN}")
+    job = jobs.submit("10.0.0.1")
+    assert job["status"] in {"queued", "running"} and len(job["job_id"]) == 32
+    with pytest.raises(Conflict, match=job["job_id"]):
+        jobs.submit("10.0.0.2")
+    jobs.wait()
+    done = jobs.get(job["job_id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["promoted"] is True  # beats the weak champion
+    assert done["result"]["metrics"]["roc_auc"] > 0.85
+    assert done["finished_at"] >= done["started_at"] >= done["created_at"]
+
+    second = jobs.submit("10.0.0.1")
+    jobs.wait()
+    assert jobs.get(second["job_id"])["result"]["promoted"] is False  # a tie keeps it
+    with pytest.raises(TooManyRequests):
+        jobs.submit("10.0.0.1")  # the third within the hour
+    with pytest.raises(NotFound):
+        jobs.get("0" * 32)
+
+
+def test_a_failed_training_is_reported(jobs, weak_champion, monkeypatch):
+    monkeypatch.setenv("XGBOPS_TRAIN__NUM_BOOST_ROUND", "0")  # invalid: training refuses
+    job = jobs.submit("10.0.0.3")
+    jobs.wait()
+    failed = jobs.get(job["job_id"])
+    assert failed["status"] == "failed"
+    assert "exited with status 2" in failed["error"]
+    assert "num_boost_round" in failed["error"]
+
+
+@pytest.mark.slow
+def test_retrain_under_load_swaps_the_champion_without_a_failed_request(weak_champion, tmp_path):
+    server = start_server(
+        "flask",
+        weak_champion,
+        tmp_path,
+        XGBOPS_RETRAIN_TOKEN=TOKEN,
+        XGBOPS_SERVE__WORKERS="2",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'history.db'}",
+        **FAST_ENV,
+    )
+    statuses: Counter[int] = Counter()
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/predict", json=EXAMPLE)
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    versions.append(response.json()["model_version"])
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    try:
+        for worker in workers:
+            worker.start()
+        time.sleep(1)
+        with server.client() as client:
+            assert client.post("/retrain").status_code == 401
+            accepted = client.post("/retrain", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert accepted.status_code == 202, accepted.text
+            location = accepted.headers["location"]
+            busy = client.post("/retrain", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert busy.status_code == 409
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                job = client.get(location, headers={"Authorization": f"Bearer {TOKEN}"}).json()
+                if job["status"] in {"succeeded", "failed"}:
+                    break
+                time.sleep(0.5)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["promoted"] is True
+        new_version = job["result"]["version"]
+        time.sleep(3)  # every worker looks at the pointer at least once a second
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+        stop_server(server)
+    assert set(statuses) == {200}, statuses  # zero non-2xx during the swap
+    assert versions[0] == "2" and versions[-1] == new_version
+    swapped_at = versions.index(new_version)
+    assert set(versions[swapped_at + 200 :]) <= {new_version}  # no worker left behind
+    assert sum(statuses.values()) > 300
