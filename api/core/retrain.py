@@ -178,18 +178,20 @@ class RetrainJobs:
             result_file = Path(tmp) / "result.json"
             command = [*self.command, "--result-file", str(result_file)]
             try:
-                process = subprocess.Popen(  # nosec B603 - fixed command, no shell
+                with subprocess.Popen(  # nosec B603 - fixed command, no shell
                     command,
                     cwd=self.settings.project_dir,
                     env={**os.environ, "XGBOPS_LOG_FORMAT": "json"},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
-                )
+                ) as process:
+                    self._update(
+                        job_id, status="running", started_at=datetime.now(UTC), pid=process.pid
+                    )
+                    _, stderr = process.communicate()
             except OSError as exc:
                 self._finish(job_id, "failed", None, f"cannot start training: {exc}")
                 return
-            self._update(job_id, status="running", started_at=datetime.now(UTC), pid=process.pid)
-            _, stderr = process.communicate()
             if process.returncode == 0 and result_file.is_file():
                 result = json.loads(result_file.read_text(encoding="utf-8"))
                 self._finish(job_id, "succeeded", result, None)
