@@ -20,11 +20,14 @@ MLFLOW_UI_PORT ?= 5000
 TRAIN_ARGS ?=
 PROMOTE_ARGS ?=
 EXAMPLE ?= data/example.json
+BENCH_ARGS ?=
+FUZZ_EXAMPLES ?= 400
 API_HOST ?= $(or $(XGBOPS_SERVE__HOST),127.0.0.1)
 API_PORT ?= $(or $(XGBOPS_SERVE__PORT),8000)
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
-	quality data-check train evaluate promote pipeline run serve serve-fastapi mlflow-ui watch \
+	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
+	bench fuzz mlflow-ui watch \
 	clean distclean
 
 help: ## List the targets
@@ -109,6 +112,19 @@ serve: install-runtime ## Serve the champion with Flask + gunicorn on :8000 (XGB
 serve-fastapi: install-runtime ## Serve the champion with the FastAPI twin + uvicorn on :8001
 	$(BIN)/xgbops export-champion
 	$(BIN)/python -m api.fastapi_app
+
+openapi: install-runtime ## Write the Flask app's OpenAPI document to api/openapi.json
+	$(BIN)/python -m api.openapi_export api/openapi.json
+
+postman: openapi ## Regenerate api/postman_collection.json from the OpenAPI document (needs npx)
+	npx --yes openapi-to-postmanv2@6.3.3 -s api/openapi.json -o api/postman_collection.json -p -O folderStrategy=Tags
+
+bench: install ## Flask vs FastAPI vs `mlflow models serve` on the champion (needs wrk); reports/bench.json
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu) or brew install wrk"; exit 2; }
+	$(BIN)/python -m tests.bench.bench $(BENCH_ARGS)
+
+fuzz: install ## schemathesis + hypothesis against both apps, >= 10,000 requests
+	XGBOPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/api/test_fuzz.py -p no:cacheprovider --no-cov -q
 
 mlflow-ui: install-runtime ## MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_UI_URI)" --host 127.0.0.1 --port $(MLFLOW_UI_PORT)

@@ -67,7 +67,10 @@ def _openapi(app: FastAPI, models: list[Any]) -> dict[str, Any]:
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
-    components = document.setdefault("components", {}).setdefault("schemas", {})
+    document.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"}
+    }
+    components = document["components"].setdefault("schemas", {})
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))

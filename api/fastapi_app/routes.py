@@ -21,6 +21,7 @@ def get_service(request: Request) -> PredictionService:
     return service
 
 
+BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -122,6 +123,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         "/retrain",
         status_code=202,
         tags=["retrain"],
+        openapi_extra=BEARER,
         responses={
             401: {"model": ErrorBody},
             403: {"model": ErrorBody},
@@ -136,7 +138,12 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         response.headers["Location"] = f"/retrain/{job['job_id']}"
         return job
 
-    @api.get("/retrain/{job_id}", tags=["retrain"], responses={404: {"model": ErrorBody}})
+    @api.get(
+        "/retrain/{job_id}",
+        tags=["retrain"],
+        openapi_extra=BEARER,
+        responses={404: {"model": ErrorBody}},
+    )
     def retrain_status(job_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
         """Status (queued, running, succeeded, failed), result and error of a job."""
         return service.retrain_status(request.headers.get("authorization"), job_id)

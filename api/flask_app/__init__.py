@@ -23,6 +23,7 @@ from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
 from api.flask_app.websocket import register_websocket
 
+BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer"}}
 JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict"}
 
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         MAX_CONTENT_LENGTH=settings.serve.max_body_bytes,
         API_SPEC_OPTIONS={
             "info": {"description": f"Scores {settings.dataset.description}"},
+            "components": {"securitySchemes": BEARER_SCHEME},
+            "servers": [{"url": f"http://{settings.serve.host}:{settings.serve.port}"}],
         },
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from api.core.schema import RecordSpec
 from api.core.service import PredictionService
 from api.flask_app.schemas import (
     BatchResponseSchema,
-    ErrorSchema,
+    ErrorBodySchema,
     HistoryQuerySchema,
     PredictResponseSchema,
     batch_schema,
@@ -45,8 +45,8 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @scoring.arguments(record, example=spec.example())
         @scoring.response(200, PredictResponseSchema)
-        @scoring.alt_response(422, schema=ErrorSchema, description="invalid fields")
-        @scoring.alt_response(503, schema=ErrorSchema, description="no champion loaded")
+        @scoring.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
+        @scoring.alt_response(503, schema=ErrorBodySchema, description="no champion loaded")
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
             """Score one record: probability, label, threshold, model and prediction id."""
             return predict_view(data)
@@ -57,7 +57,9 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @scoring.doc(requestBody={"content": {"application/json": {"schema": batch}}})
         @scoring.response(200, BatchResponseSchema)
-        @scoring.alt_response(422, schema=ErrorSchema, description="invalid records.<i>.<field>")
+        @scoring.alt_response(
+            422, schema=ErrorBodySchema, description="invalid records.<i>.<field>"
+        )
         def post(self) -> dict[str, Any]:
             """Score up to the configured limit of records, all or nothing."""
             # The core checks records column by column (one rule set with /predict, far faster
@@ -70,7 +72,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @legacy.arguments(record, example=spec.example())
         @legacy.response(200, PredictResponseSchema)
-        @legacy.alt_response(422, schema=ErrorSchema)
+        @legacy.alt_response(422, schema=ErrorBodySchema)
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
             """Same as POST /predict."""
             return predict_view(data)
@@ -81,10 +83,10 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @retraining.doc(security=[{"bearer": []}])
         @retraining.response(202, description="job accepted; follow it at /retrain/<job_id>")
-        @retraining.alt_response(401, schema=ErrorSchema, description="no bearer token")
-        @retraining.alt_response(403, schema=ErrorSchema, description="wrong token or disabled")
-        @retraining.alt_response(409, schema=ErrorSchema, description="a job is running")
-        @retraining.alt_response(429, schema=ErrorSchema, description="rate limited")
+        @retraining.alt_response(401, schema=ErrorBodySchema, description="no bearer token")
+        @retraining.alt_response(403, schema=ErrorBodySchema, description="wrong token or disabled")
+        @retraining.alt_response(409, schema=ErrorBodySchema, description="a job is running")
+        @retraining.alt_response(429, schema=ErrorBodySchema, description="rate limited")
         def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
             """Train in the background; a better model becomes champion and is served at once."""
             job = _service().retrain(
@@ -97,7 +99,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         """Follow a retraining job."""
 
         @retraining.doc(security=[{"bearer": []}])
-        @retraining.alt_response(404, schema=ErrorSchema, description="no such job")
+        @retraining.alt_response(404, schema=ErrorBodySchema, description="no such job")
         def get(self, job_id: str) -> dict[str, Any]:
             """Status (queued, running, succeeded, failed), result and error of a job."""
             return _service().retrain_status(request.headers.get("Authorization"), job_id)
@@ -132,7 +134,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class ModelInfo(MethodView):
         """The served model."""
 
-        @ops.alt_response(503, schema=ErrorSchema)
+        @ops.alt_response(503, schema=ErrorBodySchema)
         def get(self) -> dict[str, Any]:
             """Name, version, alias, trained-at, holdout metrics and input features."""
             return _service().model_info()
@@ -142,7 +144,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         """The prediction history."""
 
         @ops.doc(params=_query_params())
-        @ops.alt_response(422, schema=ErrorSchema)
+        @ops.alt_response(422, schema=ErrorBodySchema)
         def get(self) -> dict[str, Any]:
             """Stored predictions, newest first; page with limit/offset, filter by time/version."""
             return _service().predictions(dict(request.args))

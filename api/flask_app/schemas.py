@@ -140,7 +140,7 @@ class ErrorDetailSchema(Schema):
     reason = fields.String()
 
 
-class ErrorSchema(Schema):
+class ErrorBodySchema(Schema):
     """The one error shape of both apps."""
 
     error = fields.String()
