@@ -11,6 +11,9 @@ from typing import Any
 
 from xgbops.config import load_settings
 
+from api import serve_lean  # noqa: E402  # pylint: disable=wrong-import-position
+
+serve_lean()  # workers skip scikit-learn and pandas (see api/__init__.py)
 _settings = load_settings()
 _metrics_dir = _settings.state_path / "prometheus"
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir))

@@ -8,11 +8,14 @@ import uvicorn
 
 from xgbops.config import load_settings
 
+from api import serve_lean
+
 
 def main() -> None:
     """Run uvicorn with the app factory; one XGBoost thread per worker process."""
     settings = load_settings()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    serve_lean()  # see api/__init__.py
     metrics_dir = settings.state_path / "prometheus-fastapi"
     if settings.serve.workers > 1:
         metrics_dir.mkdir(parents=True, exist_ok=True)
