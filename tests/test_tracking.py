@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import numpy as np
@@ -81,3 +82,12 @@ def test_experiment_artifacts_live_in_the_project_state_dir(champion_settings):
 
 def test_git_commit_outside_a_repository_is_none(tmp_path):
     assert git_commit(tmp_path) is None
+
+
+def test_a_tracker_leaves_the_environment_alone(settings, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Tracker(settings)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # MLflow itself would export it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    Tracker(settings)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://elsewhere:5000"

@@ -28,16 +28,9 @@ import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
-    JSON,
-    Column,
     Connection,
-    DateTime,
     Engine,
-    Float,
-    MetaData,
     RowMapping,
-    String,
-    Table,
     create_engine,
     event,
     func,
@@ -58,6 +51,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
+
+from api.core.tables import predictions
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[1] / "migrations"
 #: Seconds to wait for a PostgreSQL connection; longer only delays spooling and readiness.
@@ -80,28 +75,6 @@ _TRANSIENT: Final = (
 )
 
 log = structlog.get_logger(__name__)
-
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "pk": "pk_%(table_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-    }
-)
-
-predictions = Table(
-    "predictions",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("model_name", String, nullable=False),
-    Column("model_version", String, nullable=False, index=True),
-    Column("input", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
-    Column("probability", Float, nullable=False),
-    Column("label", String, nullable=False),
-    Column("latency_ms", Float, nullable=False),
-    Column("request_id", String, nullable=False),
-)
 
 
 @dataclass(frozen=True)

@@ -28,15 +28,8 @@ from typing import Any
 
 import structlog
 from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
     Engine,
-    Integer,
     RowMapping,
-    String,
-    Table,
-    Text,
     func,
     insert,
     select,
@@ -47,27 +40,10 @@ from sqlalchemy.exc import IntegrityError
 from xgbops.config import Settings
 
 from api.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from api.core.history import create_engine_for, metadata
+from api.core.history import create_engine_for
+from api.core.tables import ACTIVE, retrain_jobs
 
 log = structlog.get_logger(__name__)
-
-ACTIVE = 1  # the value of ``active`` for a queued or running job; NULL otherwise
-
-retrain_jobs = Table(
-    "retrain_jobs",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
-    Column("active", Integer, nullable=True, unique=True),
-    Column("client", String, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("started_at", DateTime(timezone=True), nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
-    Column("host", String, nullable=True),
-    Column("pid", Integer, nullable=True),
-    Column("result", JSON, nullable=True),
-    Column("error", Text, nullable=True),
-)
 
 
 class RetrainJobs:

@@ -14,8 +14,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-import api.core.retrain  # noqa: F401  # pylint: disable=unused-import  # registers its table
-from api.core.history import metadata, to_sqlalchemy_url
+from api.core.history import to_sqlalchemy_url
+from api.core.tables import metadata
 
 config = context.config
 

@@ -40,6 +40,7 @@ from xgbops.model import Model
 CHAMPION_ALIAS = "champion"
 POINTER_FILE = "current.json"
 MODEL_ARTIFACT = "model"
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -101,8 +102,16 @@ class Tracker:
         self.uri = settings.tracking_uri
         if self.uri.startswith("sqlite:"):
             settings.state_path.mkdir(parents=True, exist_ok=True)
+        # MLflow also exports these URIs to the environment, where the next load_settings() of
+        # this process would read them as the user's choice: keep the environment as it was.
+        saved = {name: os.environ.get(name) for name in _URI_VARIABLES}
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         self.client = MlflowClient(self.uri, self.uri)
         self.experiment_id = self._ensure_experiment(settings.experiment_name)
 

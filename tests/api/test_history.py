@@ -36,10 +36,10 @@ from api.core.history import (
     HistoryReader,
     HistoryWriter,
     PredictionRecord,
-    metadata,
     migrate,
     to_sqlalchemy_url,
 )
+from api.core.tables import metadata
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
@@ -274,7 +274,7 @@ def test_migrate_is_idempotent_and_creates_what_the_table_definition_says(
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             indexes = {ix["name"] for ix in inspect(connection).get_indexes("predictions")}
             assert indexes == {"ix_predictions_created_at", "ix_predictions_model_version"}
     finally:

@@ -1,0 +1,48 @@
+"""The tables of the serving database (one metadata: Alembic compares and migrates it whole)."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy.dialects import postgresql
+
+#: The value of ``retrain_jobs.active`` for a queued or running job (NULL otherwise): a unique
+#: column that only active jobs fill makes "one job at a time" hold across worker processes.
+ACTIVE = 1
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "pk": "pk_%(table_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+    }
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("model_name", String, nullable=False),
+    Column("model_version", String, nullable=False, index=True),
+    Column("input", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("label", String, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("request_id", String, nullable=False),
+)
+
+retrain_jobs = Table(
+    "retrain_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("active", Integer, nullable=True, unique=True),
+    Column("client", String, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("host", String, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+)
