@@ -31,3 +31,7 @@ def read_json(content_type: str | None, raw: bytes, max_bytes: int) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python accepts
+        raise BadRequest(f"body is not valid JSON: {exc}") from None

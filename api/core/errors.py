@@ -132,7 +132,12 @@ def error_body(error: ApiError) -> dict[str, Any]:
     }
 
 
+def field_path(*parts: str | int) -> str:
+    """A dotted field path (``records.3.state``); an empty key is shown as ``""``."""
+    return ".".join('""' if part == "" else str(part) for part in parts)
+
+
 def _order(error: FieldError) -> tuple[list[Any], str]:
     """Sort fields naturally (records.2 before records.10) so both apps list them alike."""
-    parts = [int(p) if p.isdigit() else p for p in error.field.split(".")]
+    parts = [int(p) if p.isascii() and p.isdigit() else p for p in error.field.split(".")]
     return ([(0, p) if isinstance(p, int) else (1, p) for p in parts], error.reason)

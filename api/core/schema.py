@@ -15,7 +15,7 @@ from typing import Any
 
 from xgbops.config import DatasetConfig
 
-from api.core.errors import FieldError
+from api.core.errors import FieldError, field_path
 
 MISSING = "field required"
 UNKNOWN = "unknown field"
@@ -59,7 +59,10 @@ class FieldSpec:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidValue(NOT_A_NUMBER)
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf if value > 0 else -math.inf
         if not math.isfinite(number):
             raise InvalidValue(NOT_FINITE)
         if self.integer and not number.is_integer():
@@ -139,7 +142,11 @@ class RecordSpec:
         """
         if not isinstance(record, Mapping):
             return {}, [FieldError(prefix.rstrip(".") or "body", NOT_AN_OBJECT)]
-        errors = [FieldError(f"{prefix}{key}", UNKNOWN) for key in record if key not in self._index]
+        errors = [
+            FieldError(prefix + field_path(key), UNKNOWN)
+            for key in record
+            if key not in self._index
+        ]
         clean: dict[str, Any] = {}
         for spec in self.fields:
             if spec.name not in record:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -23,13 +24,14 @@ from api.core.body import read_json
 from api.core.errors import (
     ApiError,
     FieldError,
+    field_path,
     HistoryUnavailable,
     ValidationFailed,
     error_body,
 )
 from api.core.history import HistoryReader, HistoryWriter, PredictionRecord, migrate
 from api.core.retrain import RetrainJobs
-from api.core.schema import RecordSpec
+from api.core.schema import UNKNOWN, RecordSpec
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +109,7 @@ class PredictionService:
         """Score ``{"records": [...]}``; all or nothing, errors named ``records.<i>.<field>``."""
         if not isinstance(body, dict):
             raise ValidationFailed([FieldError("body", "must be a JSON object")])
-        unknown = [FieldError(key, "unknown field") for key in body if key != "records"]
+        unknown = [FieldError(field_path(key), UNKNOWN) for key in body if key != "records"]
         if "records" not in body:
             raise ValidationFailed([FieldError("records", "field required"), *unknown])
         records, errors = self.spec.validate_batch(body["records"], self.settings.serve.batch_limit)
@@ -229,19 +231,22 @@ class PredictionService:
         ready = all(c["ok"] for c in checks.values() if isinstance(c, dict))
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
 
-    def predictions(self, query: dict[str, Any]) -> dict[str, Any]:
+    def predictions(self, pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, Any]:
         """A page of the prediction history, newest first.
 
         Query keys: ``limit`` (1-500), ``offset``, ``since``/``until`` (ISO 8601) and
         ``model_version``.
         """
+        query = _single_values(pairs.items() if isinstance(pairs, Mapping) else pairs)
         limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
         offset = _int_param(query, "offset", 0, 0, None)
         since, until = _time_param(query, "since"), _time_param(query, "until")
         version = query.get("model_version") or None
         unknown = sorted(set(query) - {"limit", "offset", "since", "until", "model_version"})
         if unknown:
-            raise ValidationFailed([FieldError(name, "unknown parameter") for name in unknown])
+            raise ValidationFailed(
+                [FieldError(field_path(name), "unknown parameter") for name in unknown]
+            )
         try:
             records, total = self.reader.page(
                 limit=limit, offset=offset, since=since, until=until, model_version=version
@@ -289,6 +294,21 @@ def _record_doc(record: PredictionRecord) -> dict[str, Any]:
     doc = asdict(record)
     doc["created_at"] = record.created_at.isoformat()
     return doc
+
+
+def _single_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Query parameters as a dict; a parameter given twice is refused (which one wins is moot)."""
+    query: dict[str, str] = {}
+    repeated = set()
+    for name, value in pairs:
+        if name in query:
+            repeated.add(name)
+        query[name] = value
+    if repeated:
+        raise ValidationFailed(
+            [FieldError(field_path(name), "given more than once") for name in sorted(repeated)]
+        )
+    return query
 
 
 def _int_param(query: dict[str, Any], name: str, default: int, low: int, high: int | None) -> int:

@@ -48,7 +48,7 @@ def pydantic_errors(exc: ValidationError) -> list[errors.FieldError]:
     """Translate pydantic's errors to the core's field errors (same reasons as Flask)."""
     found = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "body"
+        path = errors.field_path(*error["loc"]) or "body"
         kind = error["type"]
         if kind == "missing":
             reason = "field required"
@@ -178,7 +178,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     ) -> dict[str, Any]:
         """Stored predictions, newest first; page with limit/offset, filter by time/version."""
         del limit, offset, since, until, model_version  # documented here, checked by the core
-        return service.predictions(dict(request.query_params))
+        return service.predictions(request.query_params.multi_items())
 
     @api.get("/metrics", tags=["operations"], response_class=Response)
     def prometheus() -> Response:

@@ -18,9 +18,10 @@ from xgbops.config import Settings, load_settings
 
 from api.core import errors, metrics
 from api.core.body import read_json
-from api.core.schema import RecordSpec
+from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
+from api.flask_app.schemas import ErrorBodySchema
 from api.flask_app.websocket import register_websocket
 
 BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -51,13 +52,19 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["xgbops"] = service
-    api = Api(app)
+    api = _Api(app)
     spec = RecordSpec.from_dataset(settings.dataset)
     for blueprint in routes.blueprints(spec, settings.serve.batch_limit):
         api.register_blueprint(blueprint)
     register_websocket(app, service)
     _install_hooks(app)
     return app
+
+
+class _Api(Api):  # type: ignore[misc]
+    """flask-smorest, documenting our error shape as the default error response."""
+
+    ERROR_SCHEMA = ErrorBodySchema
 
 
 def service_of(app: Flask) -> PredictionService:
@@ -120,25 +127,21 @@ def _marshmallow_errors(data: dict[str, Any]) -> list[errors.FieldError]:
     messages = data.get("messages", {}).get("json", {}) if isinstance(data, dict) else {}
     found: list[errors.FieldError] = []
 
-    def walk(node: Any, path: str) -> None:
+    def walk(node: Any, path: tuple[str, ...]) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(value, f"{path}.{key}" if path else str(key))
+                walk(value, (*path, str(key)))
         elif isinstance(node, list):
             for item in node:
                 walk(item, path)
+        elif path == ("_schema",) and str(node) == NOT_AN_OBJECT:
+            # marshmallow files "the body is not an object" under "_schema"
+            found.append(errors.FieldError("body", str(node)))
         else:
-            found.append(errors.FieldError(path or "body", str(node)))
+            found.append(errors.FieldError(errors.field_path(*path) or "body", str(node)))
 
-    walk(messages, "")
-    return [_schema_level(e) for e in found]
-
-
-def _schema_level(error: errors.FieldError) -> errors.FieldError:
-    # marshmallow files schema-level problems (the body is not an object) under "_schema"
-    if error.field in {"_schema", "body"}:
-        return errors.FieldError("body", error.reason)
-    return error
+    walk(messages, ())
+    return found
 
 
 def _error_response(error: errors.ApiError) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -46,6 +47,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @scoring.arguments(record, example=spec.example())
         @scoring.response(200, PredictResponseSchema)
         @scoring.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
+        @_body_errors(scoring)
         @scoring.alt_response(503, schema=ErrorBodySchema, description="no champion loaded")
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
             """Score one record: probability, label, threshold, model and prediction id."""
@@ -55,11 +57,14 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class PredictBatch(MethodView):
         """POST many records."""
 
-        @scoring.doc(requestBody={"content": {"application/json": {"schema": batch}}})
+        @scoring.doc(
+            requestBody={"required": True, "content": {"application/json": {"schema": batch}}}
+        )
         @scoring.response(200, BatchResponseSchema)
         @scoring.alt_response(
             422, schema=ErrorBodySchema, description="invalid records.<i>.<field>"
         )
+        @_body_errors(scoring)
         def post(self) -> dict[str, Any]:
             """Score up to the configured limit of records, all or nothing."""
             # The core checks records column by column (one rule set with /predict, far faster
@@ -73,6 +78,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @legacy.arguments(record, example=spec.example())
         @legacy.response(200, PredictResponseSchema)
         @legacy.alt_response(422, schema=ErrorBodySchema)
+        @_body_errors(legacy)
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
             """Same as POST /predict."""
             return predict_view(data)
@@ -99,6 +105,9 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         """Follow a retraining job."""
 
         @retraining.doc(security=[{"bearer": []}])
+        @retraining.response(200, description="the job")
+        @retraining.alt_response(401, schema=ErrorBodySchema, description="no bearer token")
+        @retraining.alt_response(403, schema=ErrorBodySchema, description="wrong token or disabled")
         @retraining.alt_response(404, schema=ErrorBodySchema, description="no such job")
         def get(self, job_id: str) -> dict[str, Any]:
             """Status (queued, running, succeeded, failed), result and error of a job."""
@@ -108,6 +117,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class Health(MethodView):
         """Liveness."""
 
+        @ops.response(200, description="the process answers")
         def get(self) -> dict[str, Any]:
             """The process answers."""
             return _service().health()
@@ -116,6 +126,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class LegacyHealth(MethodView):
         """The DeployHub name of /health."""
 
+        @legacy.response(200, description="the process answers")
         def get(self) -> dict[str, Any]:
             """Same as GET /health."""
             return _service().health()
@@ -124,6 +135,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class Ready(MethodView):
         """Readiness."""
 
+        @ops.response(200, description="ready: the checks that passed")
         @ops.alt_response(503, description="model not loaded or database unreachable")
         def get(self) -> tuple[dict[str, Any], int]:
             """200 when the champion is loaded and the history database answers, else 503."""
@@ -134,6 +146,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class ModelInfo(MethodView):
         """The served model."""
 
+        @ops.response(200, description="the served model")
         @ops.alt_response(503, schema=ErrorBodySchema)
         def get(self) -> dict[str, Any]:
             """Name, version, alias, trained-at, holdout metrics and input features."""
@@ -143,11 +156,12 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class Predictions(MethodView):
         """The prediction history."""
 
-        @ops.doc(params=_query_params())
+        @ops.doc(parameters=_query_params())
+        @ops.response(200, description="a page of predictions, newest first")
         @ops.alt_response(422, schema=ErrorBodySchema)
         def get(self) -> dict[str, Any]:
             """Stored predictions, newest first; page with limit/offset, filter by time/version."""
-            return _service().predictions(dict(request.args))
+            return _service().predictions(request.args.items(multi=True))
 
     @ops.route("/metrics")
     class Metrics(MethodView):
@@ -163,11 +177,23 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class LegacyMetrics(MethodView):
         """JSON summary."""
 
+        @legacy.response(200, description="the summary")
         def get(self) -> dict[str, Any]:
             """Request count, error rate, latency percentiles, positive rate."""
             return _service().metrics_summary()
 
     return [scoring, retraining, ops, legacy]
+
+
+def _body_errors(blueprint: Blueprint) -> Callable[[Any], Any]:
+    """Document the refusals of an unreadable body (400, 413, 415)."""
+
+    def decorate(view: Any) -> Any:
+        for status, text in ((400, "unreadable JSON"), (413, "body too large"), (415, "not JSON")):
+            view = blueprint.alt_response(status, schema=ErrorBodySchema, description=text)(view)
+        return view
+
+    return decorate
 
 
 def _query_params() -> list[dict[str, Any]]:

@@ -18,23 +18,12 @@ _MESSAGES = {"required": core.MISSING, "null": core.NULL}
 
 
 class _Checked(fields.Field):  # type: ignore[type-arg]
-    """Deserialise through the core's check (None included, so nullability is one rule)."""
+    """Deserialise through the core's check, so the reason is the core's, word for word."""
 
     spec: FieldSpec
 
-    def deserialize(
-        self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any
-    ) -> Any:
-        """Let the core judge None too, instead of marshmallow's own null message."""
-        if value is None:
-            return self._clean(None)
-        return super().deserialize(value, attr, data, **kwargs)
-
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         del attr, data, kwargs
-        return self._clean(value)
-
-    def _clean(self, value: Any) -> Any:
         try:
             return self.spec.clean(value)
         except InvalidValue as exc:
@@ -68,15 +57,12 @@ class CheckedCategory(_Checked, fields.String):
 def _field(spec: FieldSpec) -> fields.Field[Any]:
     options: dict[str, Any] = {
         "required": not spec.nullable,
-        "allow_none": True,  # the core decides, with its own reason
-        "load_default": None,
+        "allow_none": spec.nullable,  # marshmallow refuses None with the core's reason (NULL)
         "error_messages": _MESSAGES,
         "metadata": {"description": spec.description, "example": spec.example()},
     }
     if spec.nullable:
-        options["metadata"]["nullable"] = True
-    else:
-        del options["load_default"]
+        options["load_default"] = None
     if spec.kind == "categorical":
         return CheckedCategory(spec, validate=validate.OneOf(spec.categories), **options)
     bounds = validate.Range(min=spec.minimum, max=spec.maximum)

@@ -204,3 +204,37 @@ def test_405_says_which_methods_are_allowed(servers):
     for server in servers.values():
         with server.client() as client:
             assert "POST" in client.delete("/predict").headers["allow"]
+
+
+DEEP = "[" * 5000 + "]" * 5000
+EDGE_CASES = [
+    _case(
+        "huge integer",
+        "POST",
+        "/predict",
+        raw=json.dumps(EXAMPLE)[:-1] + ', "x": ' + "9" * 5000 + "}",
+        headers=JSON,
+        expect=400,
+    ),
+    _case("deep nesting", "POST", "/predict", raw=DEEP, headers=JSON, expect=400),
+    _case(
+        "int beyond float",
+        "POST",
+        "/predict",
+        raw=json.dumps(EXAMPLE).replace(
+            '"account_length": 128', '"account_length": -1' + "0" * 400
+        ),
+        headers=JSON,
+        expect=422,
+    ),
+    _case("unicode digit key", "POST", "/predict", _with(EXAMPLE, **{"²": 1}), expect=422),
+    _case("empty key", "POST", "/predict/batch", {"records": [EXAMPLE], "": 1}, expect=422),
+    _case("_schema key", "POST", "/predict", _with(EXAMPLE, _schema=1), expect=422),
+    _case("repeated query", "GET", "/predictions?limit=5&limit=abc", expect=422),
+    _case("empty query name", "GET", "/predictions?=x", expect=422),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "raw", "headers", "expect"), EDGE_CASES)
+def test_edge_cases_the_fuzzers_found(servers, method, path, body, raw, headers, expect):
+    test_both_apps_answer_alike(servers, method, path, body, raw, headers, expect)

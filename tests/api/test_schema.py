@@ -96,3 +96,14 @@ def test_examples_are_valid_records():
     churn = RecordSpec.from_dataset(load_settings(project_dir=REPO).dataset)
     assert churn.validate(churn.example())[1] == []
     assert churn.names[:3] == ["state", "account_length", "area_code"]
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)])
+def test_integers_beyond_any_float_are_not_finite(value):
+    with pytest.raises(InvalidValue, match="must be a finite number"):
+        AGE.clean(value)
+
+
+def test_empty_and_unicode_digit_keys_are_named_and_sorted_safely():
+    _, errors = SPEC.validate({"age": 1, "plan": "gold", "": 1, "²": 2})
+    assert sorted(e.field for e in errors) == ['""', "²"]
