@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from xgbops.config import DatasetConfig
 
 from api.core.errors import FieldError, field_path
@@ -93,6 +95,25 @@ class FieldSpec:
         high = self.maximum if self.maximum is not None else low + 1.0
         middle = low + (high - low) / 10
         return int(middle) if self.integer else round(middle, 2)
+
+
+def _column_is_clean(spec: FieldSpec, values: list[Any]) -> bool:
+    if spec.kind == "categorical":
+        return all(type(v) is str for v in values) and set(values) <= set(spec.categories)
+    if not all(type(v) is float or type(v) is int for v in values):
+        return False
+    try:
+        numbers = np.asarray(values, dtype=np.float64)
+    except OverflowError:
+        return False
+    ok = bool(np.isfinite(numbers).all())
+    if spec.minimum is not None:
+        ok = ok and bool((numbers >= spec.minimum).all())
+    if spec.maximum is not None:
+        ok = ok and bool((numbers <= spec.maximum).all())
+    if spec.integer:
+        ok = ok and bool((numbers == np.floor(numbers)).all())
+    return ok
 
 
 @dataclass(frozen=True)
@@ -177,6 +198,23 @@ class RecordSpec:
             cleaned.append(clean)
             errors.extend(record_errors)
         return cleaned, errors
+
+    def columns_if_clean(self, records: Sequence[Any]) -> dict[str, list[Any]] | None:
+        """The records as columns if every value already is what :meth:`validate` would return.
+
+        A batch checked one value at a time costs ~7 µs per record; whole columns checked with
+        numpy cost a fraction of that. Anything unusual (a missing or extra key, None, a bool, a
+        value out of bounds) returns None, and :meth:`validate` then names each problem.
+        """
+        names = self._index.keys()
+        width = len(self.fields)
+        if not all(type(r) is dict and len(r) == width and r.keys() == names for r in records):
+            return None
+        columns = {spec.name: [r[spec.name] for r in records] for spec in self.fields}
+        for spec in self.fields:
+            if not _column_is_clean(spec, columns[spec.name]):
+                return None
+        return columns
 
     def example(self) -> dict[str, Any]:
         """A valid record for documentation."""

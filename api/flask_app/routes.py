@@ -30,8 +30,9 @@ def _service() -> PredictionService:
 def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     """The API's blueprints for records described by ``spec``."""
     # pylint: disable=unused-variable  # the view classes register themselves via decorators
-    record = record_schema(spec)
-    batch = batch_schema(record, batch_limit)
+    record_class = record_schema(spec)
+    record = record_class()  # an instance: webargs would build one per request from a class
+    batch = batch_schema(record_class, batch_limit)
     scoring = Blueprint("predict", __name__, description="Score records with the champion")
     ops = Blueprint("operations", __name__, description="Health, model, history, metrics")
     legacy = Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
@@ -45,7 +46,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         """POST one record."""
 
         @scoring.arguments(record, example=spec.example())
-        @scoring.response(200, PredictResponseSchema)
+        @scoring.alt_response(200, schema=PredictResponseSchema, description="the prediction")
         @scoring.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
         @_body_errors(scoring)
         @scoring.alt_response(503, schema=ErrorBodySchema, description="no champion loaded")
@@ -60,7 +61,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @scoring.doc(
             requestBody={"required": True, "content": {"application/json": {"schema": batch}}}
         )
-        @scoring.response(200, BatchResponseSchema)
+        @scoring.alt_response(200, schema=BatchResponseSchema, description="the predictions")
         @scoring.alt_response(
             422, schema=ErrorBodySchema, description="invalid records.<i>.<field>"
         )
@@ -76,7 +77,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         """The DeployHub name of /predict."""
 
         @legacy.arguments(record, example=spec.example())
-        @legacy.response(200, PredictResponseSchema)
+        @legacy.alt_response(200, schema=PredictResponseSchema, description="the prediction")
         @legacy.alt_response(422, schema=ErrorBodySchema)
         @_body_errors(legacy)
         def post(self, data: dict[str, Any]) -> dict[str, Any]:

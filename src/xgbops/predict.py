@@ -61,6 +61,12 @@ class Predictor:
         """Positive-class probability for each record."""
         return self.model.predict_proba(self.model.featurizer.transform_records(records))
 
+    def predict_proba_columns(
+        self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]
+    ) -> npt.NDArray[np.float64]:
+        """Positive-class probability for column-oriented input (``{name: values}``)."""
+        return self.model.predict_proba(self.model.featurizer.transform_columns(columns))
+
     def predict(self, records: Sequence[Record]) -> list[Prediction]:
         """Probability and label for each record."""
         return [

@@ -107,3 +107,25 @@ def test_integers_beyond_any_float_are_not_finite(value):
 def test_empty_and_unicode_digit_keys_are_named_and_sorted_safely():
     _, errors = SPEC.validate({"age": 1, "plan": "gold", "": 1, "²": 2})
     assert sorted(e.field for e in errors) == ['""', "²"]
+
+
+def test_clean_batches_take_the_column_path_and_odd_ones_do_not():
+    good = [{"age": 30, "rate": 0.75, "plan": "gold"}, {"age": 41.0, "rate": 1, "plan": "basic"}]
+    assert SPEC.columns_if_clean(good) == {
+        "age": [30, 41.0],
+        "rate": [0.75, 1],
+        "plan": ["gold", "basic"],
+    }
+    for odd in (
+        [{"age": 30, "plan": "gold"}],  # a nullable field left out
+        [{"age": 30, "rate": None, "plan": "gold"}],  # None
+        [{"age": True, "rate": 1.0, "plan": "gold"}],  # a bool
+        [{"age": 30.5, "rate": 1.0, "plan": "gold"}],  # not whole
+        [{"age": 300, "rate": 1.0, "plan": "gold"}],  # out of range
+        [{"age": 30, "rate": math.inf, "plan": "gold"}],  # not finite
+        [{"age": 30, "rate": 10**400, "plan": "gold"}],  # beyond any float
+        [{"age": 30, "rate": 1.0, "plan": "silver"}],  # unknown category
+        [{"age": 30, "rate": 1.0, "plan": "gold", "x": 1}],  # an extra key
+        ["not a record"],
+    ):
+        assert SPEC.columns_if_clean(odd) is None, odd
