@@ -14,9 +14,14 @@ from xgbops.config import load_settings
 from api import serve_lean  # noqa: E402  # pylint: disable=wrong-import-position
 
 serve_lean()  # workers skip scikit-learn and pandas (see api/__init__.py)
+
 _settings = load_settings()
 _metrics_dir = _settings.state_path / "prometheus"
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir))
+# Import the app's modules once in the master (after the line above: prometheus-client picks its
+# multiprocess mode on import): workers fork with them loaded and shared copy-on-write. Each
+# worker still builds its own app and service (``wsgi_app`` below).
+import api.flask_app  # noqa: E402,F401  # pylint: disable=wrong-import-position,unused-import
 
 wsgi_app = "api.flask_app:create_app()"
 bind = f"{_settings.serve.host}:{_settings.serve.port}"

@@ -23,7 +23,7 @@ def main() -> None:
             stale.unlink()
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     uvicorn.run(
-        "api.fastapi_app:create_app",
+        "api.fastapi_app.app:create_app",
         factory=True,
         host=settings.serve.host,
         port=settings.serve.fastapi_port,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.core.service import PredictionService
-from api.fastapi_app import create_app as create_fastapi
+from api.fastapi_app.app import create_app as create_fastapi
 from api.flask_app import create_app as create_flask
 from tests.api.test_contract import CASES, EDGE_CASES, EXAMPLE, _normalise
 from tests.conftest import project_settings

@@ -1,0 +1,146 @@
+"""The FastAPI twin: the same contract as the Flask app, on the same service core.
+
+``create_app(settings)`` builds the app; uvicorn runs it with ``--factory
+api.fastapi_app.app:create_app``. There is no module-level app.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from xgbops.config import Settings, load_settings
+
+from api.core import errors, metrics
+from api.core.schema import RecordSpec
+from api.core.service import PredictionService, new_request_id
+from api.fastapi_app.models import batch_model, record_model
+from api.fastapi_app.routes import router
+
+
+def create_app(
+    settings: Settings | None = None, service: PredictionService | None = None
+) -> FastAPI:
+    """Build the FastAPI app for ``settings`` (loaded from YAML + environment by default)."""
+    settings = settings or load_settings()
+    service = service or PredictionService.create(settings)
+    spec = RecordSpec.from_dataset(settings.dataset)
+    record = record_model(spec)
+    batch = batch_model(record, settings.serve.batch_limit)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="xgbops",
+        version="1",
+        description=f"Scores {settings.dataset.description}",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.include_router(router(spec, record))
+    app.add_middleware(_Observe)
+    _install_handlers(app)
+    app.openapi = lambda: _openapi(app, [record, batch])  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI, models: list[Any]) -> dict[str, Any]:
+    """FastAPI's document plus the generated request models, which routes reference by name."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    document.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"}
+    }
+    components = document["components"].setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    app.openapi_schema = document
+    return document
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.ApiError)
+    async def _api_error(_: Request, error: errors.ApiError) -> JSONResponse:
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        return _error_response(errors.ValidationFailed(_request_errors(error)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            return _error_response(errors.NotFound(f"no route {request.url.path}"))
+        if error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "").replace(" ", "").split(",")
+            return _error_response(errors.MethodNotAllowed(request.method, filter(None, allowed)))
+        return _error_response(
+            errors.ApiError(str(error.detail), (), error.status_code, "http_error")
+        )
+
+
+def _request_errors(error: RequestValidationError) -> list[errors.FieldError]:
+    """FastAPI's own checks (rare: the core checks bodies and queries): name the field only."""
+    found = []
+    for item in error.errors():
+        location = [str(part) for part in item["loc"] if part not in {"query", "body", "path"}]
+        found.append(errors.FieldError(".".join(location) or "body", str(item["msg"])))
+    return found
+
+
+def _error_response(error: errors.ApiError) -> JSONResponse:
+    return JSONResponse(
+        errors.error_body(error), status_code=error.status, headers=dict(error.headers)
+    )
+
+
+class _Observe:
+    """Pure ASGI middleware: request id, latency and status per route, for every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = new_request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.observe_request(path, scope["method"], status, time.perf_counter() - started)
