@@ -214,7 +214,7 @@ class ServeSettings(_Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     fastapi_port: int = Field(default=8001, ge=1, le=65535)
     workers: int = Field(default=2, ge=1)
-    threads: int = Field(default=4, ge=1)
+    threads: int = Field(default=2, ge=1)
     #: Most records one /predict/batch request may carry.
     batch_limit: int = Field(default=10_000, ge=1)
     #: Largest request body accepted, in bytes (a 10,000-record batch is about 6 MB).
