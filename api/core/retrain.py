@@ -16,7 +16,9 @@ import hmac
 import json
 import os
 import socket
-import subprocess  # nosec B404 - runs the project's own `xgbops train`, fixed arguments
+
+# Runs the project's own `xgbops train` with fixed arguments, never a shell.
+import subprocess  # nosec B404
 import sys
 import tempfile
 import threading
@@ -154,7 +156,7 @@ class RetrainJobs:
             result_file = Path(tmp) / "result.json"
             command = [*self.command, "--result-file", str(result_file)]
             try:
-                with subprocess.Popen(  # nosec B603 - fixed command, no shell
+                with subprocess.Popen(  # nosec B603
                     command,
                     cwd=self.settings.project_dir,
                     env={**os.environ, "XGBOPS_LOG_FORMAT": "json"},

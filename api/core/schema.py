@@ -98,6 +98,7 @@ class FieldSpec:
 
 
 def _column_is_clean(spec: FieldSpec, values: list[Any]) -> bool:
+    # pylint: disable=unidiomatic-typecheck  # exact types on purpose: bool is an int subclass
     if spec.kind == "categorical":
         return all(type(v) is str for v in values) and set(values) <= set(spec.categories)
     if not all(type(v) is float or type(v) is int for v in values):
@@ -206,6 +207,7 @@ class RecordSpec:
         numpy cost a fraction of that. Anything unusual (a missing or extra key, None, a bool, a
         value out of bounds) returns None, and :meth:`validate` then names each problem.
         """
+        # pylint: disable=unidiomatic-typecheck  # exact types: a dict subclass may differ
         names = self._index.keys()
         width = len(self.fields)
         if not all(type(r) is dict and len(r) == width and r.keys() == names for r in records):

@@ -29,7 +29,7 @@ def _service() -> PredictionService:
 
 def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     """The API's blueprints for records described by ``spec``."""
-    # pylint: disable=unused-variable  # the view classes register themselves via decorators
+    # pylint: disable=unused-variable,too-many-locals  # view classes register themselves
     record_class = record_schema(spec)
     record = record_class()  # an instance: webargs would build one per request from a class
     batch = batch_schema(record_class, batch_limit)
