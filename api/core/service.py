@@ -6,12 +6,14 @@ bodies) and raises :mod:`api.core.errors` exceptions; it knows nothing of Flask 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -54,7 +56,7 @@ class PredictionService:
         self.store = store or ChampionStore(settings.serving_path, settings.serve.reload_interval)
         self.writer = writer or HistoryWriter(
             settings.history_url,
-            settings.state_path / "spool",
+            spool_dir(settings),
             flush_interval=settings.serve.history_flush_interval,
         )
         self.reader = reader or HistoryReader(settings.history_url)
@@ -286,6 +288,13 @@ class PredictionService:
         except Exception:  # pylint: disable=broad-exception-caught
             positive = None
         return metrics.summary(positive)
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where unwritten history waits: one folder per database, so a spool is only ever
+    replayed into the database it was meant for."""
+    digest = hashlib.sha256(settings.history_url.encode()).hexdigest()[:16]
+    return settings.state_path / "spool" / digest
 
 
 def new_request_id(header: str | None) -> str:

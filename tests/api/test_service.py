@@ -165,3 +165,12 @@ def test_percentiles_are_interpolated_from_cumulative_buckets():
     assert metrics._percentile(buckets, 0.7) == pytest.approx(5.5)
     assert metrics._percentile(buckets, 0.99) == pytest.approx(91.0)
     assert metrics._percentile({}, 0.5) is None
+
+
+def test_each_database_gets_its_own_spool(trained):
+    from api.core.service import spool_dir  # pylint: disable=import-outside-toplevel
+
+    one = project_settings(trained.project_dir, database_url="postgresql://h/one")
+    two = project_settings(trained.project_dir, database_url="postgresql://h/two")
+    assert spool_dir(one) != spool_dir(two)
+    assert spool_dir(one).parent == trained.state_path / "spool"
