@@ -171,22 +171,24 @@ class PredictionService:
         labels: list[str] = []
         # One random draw for all ids (uuid4-strength), not one uuid4() call per record.
         entropy = os.urandom(16 * len(records)).hex()
+        record_history = self.settings.serve.record_predictions
         for index, (record, probability) in enumerate(zip(records, probabilities)):
             prediction_id = entropy[32 * index : 32 * (index + 1)]
             label = model.label(probability)
-            self.writer.record(
-                PredictionRecord(
-                    id=prediction_id,
-                    created_at=now,
-                    model_name=loaded.name,
-                    model_version=loaded.version,
-                    input=record,
-                    probability=probability,
-                    label=label,
-                    latency_ms=latency_ms,
-                    request_id=request_id,
+            if record_history:
+                self.writer.record(
+                    PredictionRecord(
+                        id=prediction_id,
+                        created_at=now,
+                        model_name=loaded.name,
+                        model_version=loaded.version,
+                        input=record,
+                        probability=probability,
+                        label=label,
+                        latency_ms=latency_ms,
+                        request_id=request_id,
+                    )
                 )
-            )
             labels.append(label)
             results.append(
                 {"prediction_id": prediction_id, "probability": probability, "label": label}

@@ -223,6 +223,8 @@ class ServeSettings(_Strict):
     reload_interval: float = Field(default=1.0, gt=0)
     #: How often buffered prediction records are written to the database, in seconds.
     history_flush_interval: float = Field(default=0.2, gt=0)
+    #: Store every prediction in the history (off only to measure what recording costs).
+    record_predictions: bool = True
     #: Most /retrain requests per client address per hour.
     retrain_per_hour: int = Field(default=6, ge=1)
 

@@ -174,3 +174,14 @@ def test_each_database_gets_its_own_spool(trained):
     two = project_settings(trained.project_dir, database_url="postgresql://h/two")
     assert spool_dir(one) != spool_dir(two)
     assert spool_dir(one).parent == trained.state_path / "spool"
+
+
+def test_recording_can_be_switched_off_for_measurement(trained, example):
+    settings = project_settings(trained.project_dir, serve={"record_predictions": False})
+    svc = PredictionService.create(settings)
+    svc.start()
+    try:
+        assert svc.predict(example, "r")["model_version"] == "1"
+        assert svc.writer.flush() and svc.predictions({})["total"] == 0
+    finally:
+        svc.close()

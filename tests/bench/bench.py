@@ -50,7 +50,8 @@ from xgbops.predict import Predictor
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 OURS = ("flask", "fastapi")
-ALL_SERVERS = ("flask", "fastapi", "mlflow")
+#: "flask-unrecorded" is the Flask app with prediction recording off: the cost of recording.
+ALL_SERVERS = ("flask", "fastapi", "mlflow", "flask-unrecorded")
 #: name -> (connections, wrk threads)
 LOADS: dict[str, tuple[int, int]] = {"c1": (1, 1), "c8": (8, 2)}
 WARMUP_S = 2
@@ -348,9 +349,11 @@ def app_spec(
         XGBOPS_SERVE__WORKERS=str(args.workers),
         XGBOPS_SERVE__BATCH_LIMIT=str(args.batch_size),
     )
-    if name == "flask":
+    if name.startswith("flask"):
         command = [str(BIN / "gunicorn"), "--config", str(REPO / "api" / "gunicorn.conf.py")]
         env["XGBOPS_SERVE__PORT"] = str(port)
+        if name == "flask-unrecorded":
+            env["XGBOPS_SERVE__RECORD_PREDICTIONS"] = "false"
     else:
         command = [str(BIN / "python"), "-m", "api.fastapi_app"]
         env["XGBOPS_SERVE__FASTAPI_PORT"] = str(port)
@@ -831,6 +834,9 @@ def evaluate_targets(
         if res is None:
             continue
         errors = float(sum(r.errors for r in res.loads.values())) if res.loads else None
+        if name == "flask" and "flask-unrecorded" in results:
+            cost = _ratio(_rps(res, "c8"), _rps(results["flask-unrecorded"], "c8"))
+            targets.append(Target(name, "c8 rps recorded / unrecorded", cost, 0.95, True))
         targets += [
             Target(name, "c8 rps ratio", _ratio(_rps(res, "c8"), _rps(ref, "c8")), 5.0, True),
             Target(name, "c1 p50 ratio", _ratio(_p50(res, "c1"), _p50(ref, "c1")), 0.2, False),
@@ -1047,6 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_body = json.dumps({"records": records}).encode()
     bodies = {
         "flask": json.dumps(example).encode(),
+        "flask-unrecorded": json.dumps(example).encode(),
         "fastapi": json.dumps(example).encode(),
         "mlflow": json.dumps({"dataframe_records": [example]}).encode(),
     }
