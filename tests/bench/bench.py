@@ -835,8 +835,10 @@ def evaluate_targets(
             continue
         errors = float(sum(r.errors for r in res.loads.values())) if res.loads else None
         if name == "flask" and "flask-unrecorded" in results:
-            cost = _ratio(_rps(res, "c8"), _rps(results["flask-unrecorded"], "c8"))
-            targets.append(Target(name, "c8 rps recorded / unrecorded", cost, 0.95, True))
+            # c1: one connection, one worker; at c8 how gunicorn's workers happen to share the 8
+            # connections moves the rate more than recording does.
+            cost = _ratio(_rps(res, "c1"), _rps(results["flask-unrecorded"], "c1"))
+            targets.append(Target(name, "c1 rps recorded / unrecorded", cost, 0.95, True))
         targets += [
             Target(name, "c8 rps ratio", _ratio(_rps(res, "c8"), _rps(ref, "c8")), 5.0, True),
             Target(name, "c1 p50 ratio", _ratio(_p50(res, "c1"), _p50(ref, "c1")), 0.2, False),
