@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +132,35 @@ def servers(
     finally:
         for server in started.values():
             stop_server(server)
+
+
+class SteadyLoad:
+    """Client threads POSTing one record to /predict until stopped (a bounded soak test).
+
+    ``statuses`` counts answers by status; ``answers`` holds every 200 body in arrival order.
+    """
+
+    def __init__(self, url: str, body: dict[str, Any], threads: int = 2) -> None:
+        self.url, self.body = url, body
+        self.statuses: Counter[int] = Counter()
+        self.answers: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                response = client.post("/predict", json=self.body)
+                self.statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    self.answers.append(response.json())

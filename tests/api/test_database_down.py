@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 
-import httpx
 import psycopg
 import pytest
 
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import SteadyLoad, start_server, stop_server
 from tests.api.test_contract import EXAMPLE
 from tests.api.test_history import TcpProxy, through
 
@@ -27,38 +24,23 @@ def test_served_predictions_survive_a_database_outage(champion_project, postgres
         DATABASE_URL=through(proxy, postgres_url),
         XGBOPS_SERVE__WORKERS="2",
     )
-    served: list[str] = []
-    statuses: Counter[int] = Counter()
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            while not stop.is_set():
-                response = client.post("/predict", json=EXAMPLE)
-                statuses[response.status_code] += 1
-                if response.status_code == 200:
-                    served.append(response.json()["prediction_id"])
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
     try:
-        for thread in threads:
-            thread.start()
-        time.sleep(1.5)
-        proxy.cut()  # the database is gone for the API: connections dropped and refused
-        time.sleep(1.0)
-        with server.client() as client:
-            ready = client.get("/ready")
-        time.sleep(1.0)
-        served_while_down = len(served)
-        proxy.start()  # back, on the same port
-        time.sleep(2.5)
+        with SteadyLoad(server.url, EXAMPLE) as load:
+            time.sleep(1.5)
+            proxy.cut()  # the database is gone for the API: connections dropped and refused
+            time.sleep(1.0)
+            with server.client() as client:
+                ready = client.get("/ready")
+            time.sleep(1.0)
+            served_while_down = len(load.answers)
+            proxy.start()  # back, on the same port
+            time.sleep(2.5)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
         stop_server(server)  # workers flush (or keep in the spool) on their way out
         proxy.cut()
 
+    statuses = load.statuses
+    served = [answer["prediction_id"] for answer in load.answers]
     assert set(statuses) == {200}, statuses  # predictions never stopped
     assert ready.status_code == 503 and ready.json()["checks"]["database"]["ok"] is False
     assert served_while_down > 0

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-from collections import Counter
 
-import httpx
 import pytest
 
 from api.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from api.core.retrain import RetrainJobs
 from api.core.history import migrate
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import SteadyLoad, start_server, stop_server
 from tests.api.test_contract import EXAMPLE
 from tests.conftest import make_project, project_settings
 from xgbops.train import promote_version, train
@@ -105,6 +102,23 @@ def test_a_failed_training_is_reported(jobs, weak_champion, monkeypatch):
 
 
 @pytest.mark.slow
+def _retrain_and_wait(server):
+    """POST /retrain (checking 401 and 409 on the way) and poll the job until it ends."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with server.client() as client:
+        assert client.post("/retrain").status_code == 401
+        accepted = client.post("/retrain", headers=auth)
+        assert accepted.status_code == 202, accepted.text
+        assert client.post("/retrain", headers=auth).status_code == 409
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            job = client.get(accepted.headers["location"], headers=auth).json()
+            if job["status"] in {"succeeded", "failed"}:
+                return job
+            time.sleep(0.5)
+    raise AssertionError(f"retraining did not finish: {job}")
+
+
 def test_retrain_under_load_swaps_the_champion_without_a_failed_request(weak_champion, tmp_path):
     server = start_server(
         "flask",
@@ -115,45 +129,18 @@ def test_retrain_under_load_swaps_the_champion_without_a_failed_request(weak_cha
         DATABASE_URL=f"sqlite:///{tmp_path / 'history.db'}",
         **FAST_ENV,
     )
-    statuses: Counter[int] = Counter()
-    versions: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            while not stop.is_set():
-                response = client.post("/predict", json=EXAMPLE)
-                statuses[response.status_code] += 1
-                if response.status_code == 200:
-                    versions.append(response.json()["model_version"])
-
-    workers = [threading.Thread(target=load) for _ in range(3)]
     try:
-        for worker in workers:
-            worker.start()
-        time.sleep(1)
-        with server.client() as client:
-            assert client.post("/retrain").status_code == 401
-            accepted = client.post("/retrain", headers={"Authorization": f"Bearer {TOKEN}"})
-            assert accepted.status_code == 202, accepted.text
-            location = accepted.headers["location"]
-            busy = client.post("/retrain", headers={"Authorization": f"Bearer {TOKEN}"})
-            assert busy.status_code == 409
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                job = client.get(location, headers={"Authorization": f"Bearer {TOKEN}"}).json()
-                if job["status"] in {"succeeded", "failed"}:
-                    break
-                time.sleep(0.5)
-        assert job["status"] == "succeeded", job
-        assert job["result"]["promoted"] is True
-        new_version = job["result"]["version"]
-        time.sleep(3)  # every worker looks at the pointer at least once a second
+        with SteadyLoad(server.url, EXAMPLE, threads=3) as load:
+            time.sleep(1)
+            job = _retrain_and_wait(server)
+            assert job["status"] == "succeeded", job
+            assert job["result"]["promoted"] is True
+            new_version = job["result"]["version"]
+            time.sleep(3)  # every worker looks at the pointer at least once a second
     finally:
-        stop.set()
-        for worker in workers:
-            worker.join(30)
         stop_server(server)
+    statuses = load.statuses
+    versions = [answer["model_version"] for answer in load.answers]
     assert set(statuses) == {200}, statuses  # zero non-2xx during the swap
     assert versions[0] == "2" and versions[-1] == new_version
     swapped_at = versions.index(new_version)
