@@ -39,6 +39,7 @@ from api.core.schema import UNKNOWN, RecordSpec
 log = structlog.get_logger(__name__)
 
 MAX_PAGE = 500
+MAX_OFFSET = 2**31 - 1  # what every SQL backend takes as an integer
 
 
 class PredictionService:
@@ -262,7 +263,7 @@ class PredictionService:
         """
         query = _single_values(pairs.items() if isinstance(pairs, Mapping) else pairs)
         limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
-        offset = _int_param(query, "offset", 0, 0, None)
+        offset = _int_param(query, "offset", 0, 0, MAX_OFFSET)
         since, until = _time_param(query, "since"), _time_param(query, "until")
         version = query.get("model_version") or None
         unknown = sorted(set(query) - {"limit", "offset", "since", "until", "model_version"})

@@ -232,6 +232,7 @@ EDGE_CASES = [
     _case("_schema key", "POST", "/predict", _with(EXAMPLE, _schema=1), expect=422),
     _case("repeated query", "GET", "/predictions?limit=5&limit=abc", expect=422),
     _case("empty query name", "GET", "/predictions?=x", expect=422),
+    _case("huge offset", "GET", "/predictions?offset=865387374320416366727790592", expect=422),
 ]
 
 

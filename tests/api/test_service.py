@@ -114,7 +114,8 @@ def test_history_filters_and_pages(service, example):
     ("query", "field", "reason"),
     [
         ({"limit": "0"}, "limit", "must be between 1 and 500"),
-        ({"offset": "-1"}, "offset", "must be >= 0"),
+        ({"offset": "-1"}, "offset", "must be between 0 and 2147483647"),
+        ({"offset": str(10**30)}, "offset", "must be between 0 and 2147483647"),
         ({"offset": "x"}, "offset", "must be a whole number"),
         ({"until": "soon"}, "until", "must be an ISO 8601 date-time"),
         ({"page": "2"}, "page", "unknown parameter"),
