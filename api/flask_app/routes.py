@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from webargs.flaskparser import FlaskParser
 
 from api.core import metrics
 from api.core.schema import RecordSpec
@@ -22,6 +23,17 @@ from api.flask_app.schemas import (
 )
 
 
+class _ParsedBody(FlaskParser):
+    """webargs, reading the body the app's before_request already parsed and checked."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        return g.body if "body" in g else super()._raw_load_json(req)
+
+
+class _Blueprint(Blueprint):  # type: ignore[misc]
+    ARGUMENTS_PARSER = _ParsedBody()
+
+
 def _service() -> PredictionService:
     service: PredictionService = current_app.extensions["xgbops"]
     return service
@@ -33,10 +45,10 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     record_class = record_schema(spec)
     record = record_class()  # an instance: webargs would build one per request from a class
     batch = batch_schema(record_class, batch_limit)
-    scoring = Blueprint("predict", __name__, description="Score records with the champion")
-    ops = Blueprint("operations", __name__, description="Health, model, history, metrics")
-    legacy = Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
-    retraining = Blueprint("retrain", __name__, description="Retrain on request (bearer token)")
+    scoring = _Blueprint("predict", __name__, description="Score records with the champion")
+    ops = _Blueprint("operations", __name__, description="Health, model, history, metrics")
+    legacy = _Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
+    retraining = _Blueprint("retrain", __name__, description="Retrain on request (bearer token)")
 
     def predict_view(data: dict[str, Any]) -> dict[str, Any]:
         return _service().predict_valid(data, g.request_id)
