@@ -16,7 +16,8 @@ from api import serve_lean  # noqa: E402  # pylint: disable=wrong-import-positio
 serve_lean()  # workers skip scikit-learn and pandas (see api/__init__.py)
 
 _settings = load_settings()
-_metrics_dir = _settings.state_path / "prometheus"
+# One directory per listening port: a second server of the same project must not wipe ours.
+_metrics_dir = _settings.state_path / "prometheus" / f"flask-{_settings.serve.port}"
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir))
 # Import the app's modules once in the master (after the line above: prometheus-client picks its
 # multiprocess mode on import): workers fork with them loaded and shared copy-on-write. Each

@@ -16,7 +16,7 @@ def main() -> None:
     settings = load_settings()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     serve_lean()  # see api/__init__.py
-    metrics_dir = settings.state_path / "prometheus-fastapi"
+    metrics_dir = settings.state_path / "prometheus" / f"fastapi-{settings.serve.fastapi_port}"
     if settings.serve.workers > 1:
         metrics_dir.mkdir(parents=True, exist_ok=True)
         for stale in metrics_dir.glob("*.db"):
