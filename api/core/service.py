@@ -364,4 +364,7 @@ def _time_param(query: dict[str, Any], name: str) -> datetime | None:
         value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
         raise ValidationFailed([FieldError(name, "must be an ISO 8601 date-time")]) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:  # e.g. 0001-01-01T01:00+02:00 is before year 1 in UTC
+        raise ValidationFailed([FieldError(name, "is out of the supported range")]) from None

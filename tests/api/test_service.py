@@ -118,6 +118,7 @@ def test_history_filters_and_pages(service, example):
         ({"offset": str(10**30)}, "offset", "must be between 0 and 2147483647"),
         ({"offset": "x"}, "offset", "must be a whole number"),
         ({"until": "soon"}, "until", "must be an ISO 8601 date-time"),
+        ({"until": "0001-01-01T01:00:01+02:00"}, "until", "is out of the supported range"),
         ({"page": "2"}, "page", "unknown parameter"),
     ],
 )
