@@ -29,6 +29,7 @@ from api.core.errors import (
     FieldError,
     field_path,
     HistoryUnavailable,
+    ModelNotReady,
     ValidationFailed,
     error_body,
 )
@@ -76,8 +77,8 @@ class PredictionService:
         self.writer.start()
         try:
             self._model()
-        except Exception:  # pylint: disable=broad-exception-caught
-            log.warning("champion.not_ready", reason=self.store.last_error)
+        except ModelNotReady as exc:
+            log.warning("champion.not_ready", reason=str(exc))
 
     def close(self) -> None:
         """Flush pending history records and stop background work."""
@@ -247,7 +248,7 @@ class PredictionService:
         try:
             loaded = self._model()
             checks["model"] = {"ok": True, "version": loaded.version}
-        except Exception as exc:  # pylint: disable=broad-exception-caught
+        except ModelNotReady as exc:
             checks["model"] = {"ok": False, "reason": str(exc)}
         db_ok, reason = self.writer.database_ok()
         checks["database"] = {"ok": db_ok, **({} if db_ok else {"reason": reason})}
@@ -288,7 +289,7 @@ class PredictionService:
         """The JSON summary of /api/v1/metrics."""
         try:
             positive: str | None = self._model().predictor.model.positive_label
-        except Exception:  # pylint: disable=broad-exception-caught
+        except ModelNotReady:
             positive = None
         return metrics.summary(positive)
 
