@@ -68,7 +68,7 @@ lint: install | $(REPORTS) ## pylint (>= 9.5) and flake8; reports for SonarQube 
 	$(BIN)/pylint $(SRC) --output-format=colorized,parseable:$(REPORTS)/pylint.txt
 	$(BIN)/flake8 $(CHECKED) --tee --output-file=$(REPORTS)/flake8.txt
 
-typecheck: install ## mypy, strict on src
+typecheck: install ## mypy, strict on src and api
 	$(BIN)/mypy
 
 security: install | $(REPORTS) ## bandit (medium+ fails) and a secrets scan of tracked files
