@@ -19,11 +19,10 @@ from typing import Any
 import structlog
 
 from xgbops.model import ModelFormatError
-from xgbops.predict import Predictor
+from xgbops.predict import POINTER_FILE, Predictor
 
 from api.core.errors import ModelNotReady
 
-POINTER_FILE = "current.json"
 log = structlog.get_logger(__name__)
 
 

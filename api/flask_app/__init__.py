@@ -67,12 +67,6 @@ class _Api(Api):  # type: ignore[misc]
     ERROR_SCHEMA = ErrorBodySchema
 
 
-def service_of(app: Flask) -> PredictionService:
-    """The service core this app was built with."""
-    service: PredictionService = app.extensions["xgbops"]
-    return service
-
-
 def _install_hooks(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
@@ -101,9 +95,8 @@ def _install_hooks(app: Flask) -> None:
 
 def _parse_json_body() -> None:
     """Refuse what is not a JSON body before any view runs; keep the parsed value in ``g``."""
+    # Flask refuses a body over MAX_CONTENT_LENGTH while reading it (413, see _translate).
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if (request.content_length or 0) > limit:
-        raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
     g.body = read_json(request.content_type, request.get_data(cache=True), limit)
 
 

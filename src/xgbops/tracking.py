@@ -36,9 +36,9 @@ import xgbops
 from xgbops import XgbopsError
 from xgbops.config import Settings
 from xgbops.model import Model
+from xgbops.predict import POINTER_FILE
 
 CHAMPION_ALIAS = "champion"
-POINTER_FILE = "current.json"
 MODEL_ARTIFACT = "model"
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call

@@ -319,12 +319,11 @@ def evaluate_version(
     Raises:
         xgbops.tracking.RegistryError: no such version.
     """
-    dataset, config = settings.dataset, settings.train
+    dataset = settings.dataset
     tracker = Tracker(settings)
     info = tracker.version(settings.model_name, version=version, alias=alias)
     model = tracker.load_model(settings.model_name, version=info.version)
-    frame, _ = load_dataset(dataset, settings.data_path)
-    holdout = split_dataset(frame, dataset, config.split, config.seed).holdout
+    holdout = _holdout(settings)
     y_true, y_score = score(model, holdout, dataset)
     result_metrics = evaluate.compute_metrics(y_true, y_score, model.threshold)
     report_dir = settings.reports_path / "evaluation"
@@ -359,8 +358,7 @@ def promote_version(
     name = settings.model_name
     challenger = tracker.version(name, version=version)
     if holdout is None:
-        frame, _ = load_dataset(dataset, settings.data_path)
-        holdout = split_dataset(frame, dataset, config.split, config.seed).holdout
+        holdout = _holdout(settings)
     if challenger_metrics is None:
         challenger_metrics = _holdout_metrics(
             tracker.load_model(name, challenger.version), holdout, dataset
@@ -395,6 +393,13 @@ def promote_version(
     _record_decision(tracker, challenger.run_id, name, decision)
     log.info("promotion.decided", **asdict(decision))
     return decision
+
+
+def _holdout(settings: Settings) -> pd.DataFrame:
+    """The holdout rows as ``train`` split them (same data, same seed)."""
+    frame, _ = load_dataset(settings.dataset, settings.data_path)
+    config = settings.train
+    return split_dataset(frame, settings.dataset, config.split, config.seed).holdout
 
 
 def _champion_score(

@@ -43,14 +43,13 @@ from schemathesis.core.result import Ok
 from xgbops.config import CategoricalFeature, DatasetConfig, NumericFeature, load_settings
 
 from tests.api.conftest import Server
+from tests.api.test_contract import _normalise
 
 #: Examples per operation and generation mode; read at import (see the module docstring).
 EXAMPLES = max(1, int(os.environ.get("XGBOPS_FUZZ_EXAMPLES", "25")))
 STRICT = os.environ.get("XGBOPS_FUZZ_STRICT", "") not in {"", "0"}
 #: ``XGBOPS_SERVE__MAX_BODY_BYTES`` of the ``servers`` fixture.
 MAX_BODY = 65536
-#: Fields that legitimately differ between the two apps' answers (fresh ids).
-VOLATILE = {"prediction_id"}
 
 
 def _timeout(seconds_per_example: float) -> pytest.MarkDecorator:
@@ -525,14 +524,6 @@ def clients(servers: dict[str, Server]) -> Iterator[dict[str, httpx.Client]]:
     yield opened
     for client in opened.values():
         client.close()
-
-
-def _normalise(body: Any) -> Any:
-    if isinstance(body, dict):
-        return {k: _normalise(v) for k, v in body.items() if k not in VOLATILE}
-    if isinstance(body, list):
-        return [_normalise(item) for item in body]
-    return body
 
 
 def _json(response: httpx.Response) -> Any:
