@@ -24,11 +24,28 @@ BENCH_ARGS ?=
 FUZZ_EXAMPLES ?= 500
 API_HOST ?= $(or $(XGBOPS_SERVE__HOST),127.0.0.1)
 API_PORT ?= $(or $(XGBOPS_SERVE__PORT),8000)
+# Image publishing: `make docker-build docker-push IMAGE=you/xgbops-api`.
+IMAGE ?= $(or $(XGBOPS_IMAGE),xgbops/xgbops-api)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+SMOKE_PORT ?= 18000
+# Where the smoke test reaches the container: the host's loopback by default; Jenkins in compose
+# sets SMOKE_NETWORK (the compose network), where the container answers by its name.
+SMOKE_NETWORK ?=
+SMOKE_URL ?= $(if $(SMOKE_NETWORK),http://xgbops-smoke:8000,http://127.0.0.1:$(SMOKE_PORT))
+# docker compose profiles for `make up`: core, ci, monitoring (comma-separated).
+PROFILES ?= core
+COMPOSE := docker compose
+# What `make notify` reports: set by the pipelines (Jenkins fills these in its post block).
+NOTIFY_ARGS ?=
+DRIFT_WINDOW ?= 24h
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
 	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
 	bench fuzz mlflow-ui watch \
-	clean distclean
+	docker-build docker-smoke docker-push up down platform-check sonar sonar-gate notify \
+	monitor-setup monitor-sync monitor-system drift monitor-report kibana-import \
+	system-deps clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,9 +64,14 @@ $(VENV)/.dev: $(VENV)/.runtime $(DEV_LOCK)
 	$(BIN)/pip install --quiet -r $(DEV_LOCK)
 	@touch $@
 
+# npm-groovy-lint (Jenkinsfiles) pinned in package-lock.json; skipped where npm is missing.
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Jenkinsfile lint in tests/platform will be skipped"; fi
+
 install-runtime: $(VENV)/.runtime ## Create .venv with the pinned runtime dependencies
 
-install: $(VENV)/.dev ## Create .venv with runtime + development dependencies (pinned)
+install: $(VENV)/.dev node_modules/.installed ## Create .venv with runtime + development dependencies (pinned)
 
 lock: $(VENV)/.dev ## Re-pin requirements/*.txt from pyproject.toml (needs network)
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --no-header --quiet -o $(RUNTIME_LOCK)
@@ -131,6 +153,69 @@ mlflow-ui: install-runtime ## MLflow UI on the embedded store at http://127.0.0.
 
 watch: install ## Re-run the relevant part of the chain whenever a project file changes
 	$(BIN)/xgbops watch
+
+docker-build: ## Build the API image with the champion baked in, tagged VERSION and GIT_SHA
+	$(BIN)/xgbops export-champion
+	docker build --build-arg VERSION=$(VERSION) --build-arg GIT_SHA=$(GIT_SHA) \
+		-t $(IMAGE):$(VERSION) -t $(IMAGE):$(GIT_SHA) -t $(IMAGE):latest .
+
+docker-smoke: ## Run the built image and check /health and /predict answer as documented
+	docker rm -f xgbops-smoke >/dev/null 2>&1 || true
+	docker run -d --name xgbops-smoke \
+		$(if $(SMOKE_NETWORK),--network $(SMOKE_NETWORK),-p 127.0.0.1:$(SMOKE_PORT):8000) \
+		$(IMAGE):$(GIT_SHA)
+	$(BIN)/python -m api.smoke $(SMOKE_URL) --example $(EXAMPLE) --timeout 120 \
+		|| { docker logs xgbops-smoke; docker rm -f xgbops-smoke; exit 1; }
+	docker rm -f xgbops-smoke
+
+docker-push: ## Push the image's VERSION, GIT_SHA and latest tags (after `docker login`)
+	docker push $(IMAGE):$(VERSION)
+	docker push $(IMAGE):$(GIT_SHA)
+	docker push $(IMAGE):latest
+
+up: ## Bring up the platform with docker compose (PROFILES=core,ci,monitoring)
+	@test -f .env || { cp .env.example .env; echo "Created .env from .env.example: change the passwords in it."; }
+	COMPOSE_PROFILES=$(PROFILES) $(COMPOSE) up -d --build --wait
+
+down: ## Stop the platform (volumes are kept; `docker compose down -v` drops them)
+	COMPOSE_PROFILES=core,ci,monitoring $(COMPOSE) down
+
+platform-check: install ## Lint what cannot run here (Jenkinsfiles, Dockerfiles, compose, k8s, YAML) + consistency tests
+	$(BIN)/pytest tests/platform -p no:cacheprovider --no-cov -q
+
+sonar: install ## SonarQube analysis of the reports in reports/ (SONAR_HOST_URL, SONAR_TOKEN)
+	npx --yes @sonar/scan@5.0.1 -Dsonar.host.url=$${SONAR_HOST_URL:-http://127.0.0.1:9000}
+
+sonar-gate: install-runtime ## Create/update the SonarQube quality gate, assign it, add the Jenkins webhook
+	$(BIN)/xgbops sonar-gate
+
+notify: install-runtime ## Email + desktop notification of a pipeline result (NOTIFY_ARGS=...)
+	$(BIN)/xgbops notify $(NOTIFY_ARGS)
+
+monitor-setup: install-runtime ## Install the Elasticsearch index templates and ILM policy (idempotent)
+	$(BIN)/xgbops monitor setup
+
+monitor-sync: install-runtime ## Ship every MLflow run and the prediction history to the monitoring sink
+	$(BIN)/xgbops monitor sync-mlflow
+	$(BIN)/xgbops monitor predictions
+
+monitor-system: install-runtime ## One CPU/RAM/disk sample of the machine to the monitoring sink
+	$(BIN)/xgbops monitor system --count 1
+
+drift: install-runtime ## Drift of recent predictions against the training data (DRIFT_WINDOW=24h)
+	$(BIN)/xgbops monitor drift --window $(DRIFT_WINDOW)
+
+monitor-report: install-runtime | $(REPORTS) ## Sample the machine, check drift, write reports/monitoring.html
+	$(BIN)/xgbops monitor system --count 1
+	$(BIN)/xgbops monitor drift --window $(DRIFT_WINDOW)
+	$(BIN)/xgbops monitor report --output $(REPORTS)/monitoring.html
+
+kibana-import: install-runtime ## Import the Kibana data views and dashboards (waits for Kibana)
+	$(BIN)/xgbops monitor kibana-import
+
+system-deps: ## Debian/Ubuntu packages some checks use: chromium (report test), wrk (make bench)
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium wrk
 
 clean: ## Remove reports, the embedded MLflow store and caches (keeps .venv)
 	rm -rf $(REPORTS) .xgbops .pytest_cache .mypy_cache .coverage .coverage.* htmlcov build

@@ -18,6 +18,16 @@ from xgbops.config import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+#: Environment the code reads as settings: a test never inherits the caller's (e.g. a Jenkins
+#: agent's DATABASE_URL pointing at the platform's database).
+SETTINGS_PREFIXES = ("XGBOPS_", "MLFLOW_", "SONAR_ADMIN_")
+SETTINGS_VARIABLES = ("DATABASE_URL", "RETRAIN_TOKEN")
+
+
+def _is_setting(name: str) -> bool:
+    return name.startswith(SETTINGS_PREFIXES) or name in SETTINGS_VARIABLES
+
+
 #: Small enough to train in about a second, good enough to beat ROC-AUC 0.85 on the holdout.
 FAST_TRAIN: dict[str, Any] = {"num_boost_round": 60, "early_stopping_rounds": 10}
 
@@ -40,7 +50,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts without xgbops or MLflow settings from the caller's environment,
     and leaves logging as it found it."""
     for name in list(os.environ):
-        if name.startswith(("XGBOPS_", "MLFLOW_")):
+        if _is_setting(name):
             monkeypatch.delenv(name)
     yield
     structlog.reset_defaults()
@@ -71,7 +81,7 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
     project = make_project(tmp_path_factory.mktemp("champion") / "project")
     with pytest.MonkeyPatch.context() as patch:
-        for name in [n for n in os.environ if n.startswith(("XGBOPS_", "MLFLOW_"))]:
+        for name in [n for n in os.environ if _is_setting(n)]:
             patch.delenv(name)
         train(project_settings(project))
     yield project

@@ -9,19 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from xgbops import cli
+from tests.cli_runner import run_xgbops
 
 runner = CliRunner()
 
 
 def _run(monkeypatch, capsys, project, *args):
     """Run ``xgbops ARGS`` through the real entry point in ``project``: (status, out, err)."""
-    monkeypatch.chdir(project)
-    monkeypatch.setattr(sys, "argv", ["xgbops", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        sys.exit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code or 0, captured.out, captured.err
+    return run_xgbops(monkeypatch, capsys, *args, cwd=project)
 
 
 def test_help_lists_every_command():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xgbops.config import ConfigError, load_settings
+from xgbops.config import ConfigError, load_settings, to_sqlalchemy_url
 
 
 def _write(path: Path, content: object) -> Path:
@@ -116,3 +116,9 @@ def test_invalid_dataset_descriptions_are_rejected(project, mutate, expected):
 def test_settings_are_immutable(settings):
     with pytest.raises(Exception, match="frozen"):
         settings.reports_dir = Path("elsewhere")
+
+
+def test_to_sqlalchemy_url_names_psycopg_for_postgresql_only() -> None:
+    assert to_sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"
+    for url in ("postgresql+psycopg://u@h/db", "sqlite:////tmp/x.db", "mysql://u@h/db"):
+        assert to_sqlalchemy_url(url) == url

@@ -33,7 +33,13 @@ from api.core.errors import (
     ValidationFailed,
     error_body,
 )
-from api.core.history import HistoryReader, HistoryWriter, PredictionRecord, migrate
+from api.core.history import (
+    HistoryReader,
+    HistoryWriter,
+    PredictionBatch,
+    PredictionRecord,
+    migrate,
+)
 from api.core.retrain import RetrainJobs
 from api.core.schema import UNKNOWN, RecordSpec
 
@@ -168,33 +174,31 @@ class PredictionService:
         probabilities = scores.tolist()
         model = loaded.predictor.model
         latency_ms = (time.perf_counter() - started) * 1000 / len(records)
-        now = datetime.now(UTC)
-        results: list[dict[str, Any]] = []
-        labels: list[str] = []
+        # Per-record work is kept to list comprehensions: a 10,000-record batch runs these
+        # lines 10,000 times, and every microsecond there is 1 % of the batch's time.
+        positive, negative = model.positive_label, model.negative_label
+        labels = [positive if p else negative for p in (scores >= model.threshold).tolist()]
         # One random draw for all ids (uuid4-strength), not one uuid4() call per record.
         entropy = os.urandom(16 * len(records)).hex()
-        record_history = self.settings.serve.record_predictions
-        for index, (record, probability) in enumerate(zip(records, probabilities)):
-            prediction_id = entropy[32 * index : 32 * (index + 1)]
-            label = model.label(probability)
-            if record_history:
-                self.writer.record(
-                    PredictionRecord(
-                        id=prediction_id,
-                        created_at=now,
-                        model_name=loaded.name,
-                        model_version=loaded.version,
-                        input=record,
-                        probability=probability,
-                        label=label,
-                        latency_ms=latency_ms,
-                        request_id=request_id,
-                    )
+        ids = [entropy[start : start + 32] for start in range(0, 32 * len(records), 32)]
+        if self.settings.serve.record_predictions:
+            self.writer.record_batch(
+                PredictionBatch(
+                    ids=ids,
+                    created_at=datetime.now(UTC),
+                    model_name=loaded.name,
+                    model_version=loaded.version,
+                    inputs=records,
+                    probabilities=probabilities,
+                    labels=labels,
+                    latency_ms=latency_ms,
+                    request_id=request_id,
                 )
-            labels.append(label)
-            results.append(
-                {"prediction_id": prediction_id, "probability": probability, "label": label}
             )
+        results = [
+            {"prediction_id": prediction_id, "probability": probability, "label": label}
+            for prediction_id, probability, label in zip(ids, probabilities, labels)
+        ]
         metrics.observe_predictions(labels, loaded.version)
         return results
 

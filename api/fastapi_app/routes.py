@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -113,11 +114,13 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         tags=["predict"],
         openapi_extra=body_ref("Batch"),
     )
-    async def predict_batch(request: Request, service: ServiceDep) -> dict[str, Any]:
+    async def predict_batch(request: Request, service: ServiceDep) -> Response:
         """Score up to the configured limit of records, all or nothing."""
         # The core checks records column by column (one rule set with /predict, far faster than
-        # a pydantic pass per record); the Batch model documents the body.
-        return service.predict_batch(await read_body(request), request.state.request_id)
+        # a pydantic pass per record); the Batch model documents the body. The core's answer is
+        # already the documented shape: encoded as is, not re-validated 10,000 times.
+        answer = service.predict_batch(await read_body(request), request.state.request_id)
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     @api.post(
         "/retrain",

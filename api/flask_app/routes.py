@@ -30,7 +30,7 @@ class _ParsedBody(FlaskParser):
         return g.body if "body" in g else super()._raw_load_json(req)
 
 
-class _Blueprint(Blueprint):  # type: ignore[misc]
+class _Blueprint(Blueprint):  # type: ignore[misc]  # pylint: disable=too-many-ancestors
     ARGUMENTS_PARSER = _ParsedBody()
 
 

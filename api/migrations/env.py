@@ -14,7 +14,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from api.core.history import to_sqlalchemy_url
+from xgbops.config import to_sqlalchemy_url
 from api.core.tables import metadata
 
 config = context.config

@@ -10,7 +10,9 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -190,6 +192,9 @@ def promote(
     ctx: typer.Context,
     version: VersionOption = None,
     force: Annotated[bool, typer.Option(help="Promote whatever the scores.")] = False,
+    result_file: Annotated[
+        Optional[Path], typer.Option(help="Also write the decision as JSON to this file.")
+    ] = None,
 ) -> None:
     """Make a version (latest by default) champion if it beats the current one."""
     from xgbops import train as training  # pylint: disable=import-outside-toplevel
@@ -198,6 +203,9 @@ def promote(
     with _status("Comparing with the champion"):
         decision = training.promote_version(settings, version, force=force)
     typer.echo(decision.summary())
+    if result_file is not None:
+        result_file.parent.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(asdict(decision), indent=2), encoding="utf-8")
 
 
 @app.command()
@@ -259,6 +267,223 @@ def watch_command(ctx: typer.Context) -> None:
     settings = _settings(ctx)
     typer.echo(f"watching {settings.project_dir} (Ctrl-C to stop)")
     watch.watch(settings.project_dir)
+
+
+# --- notify and sonar-gate (platform issue) ---------------------------------------------------
+@app.command("notify")
+def notify_command(
+    ctx: typer.Context,
+    *,
+    job: Annotated[str, typer.Option(help="Job name, e.g. training.")],
+    status: Annotated[str, typer.Option(help="Result: SUCCESS, FAILURE, UNSTABLE, ABORTED...")],
+    duration: Annotated[float, typer.Option(min=0, help="Duration in seconds.")],
+    url: Annotated[Optional[str], typer.Option(help="The build's page.")] = None,
+    build: Annotated[
+        Optional[str], typer.Option(envvar="BUILD_NUMBER", help="Build number, shown as #N.")
+    ] = None,
+    summary: Annotated[
+        Optional[list[Path]], typer.Option(help="JSON summary to include (repeatable).")
+    ] = None,
+) -> None:
+    """Email (SMTP from XGBOPS_NOTIFY__*) and desktop notification of a job's result.
+
+    Exits 1 when SMTP is configured and the email could not be sent.
+    """
+    from xgbops import notify  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    message = notify.job_notification(
+        job,
+        status,
+        duration,
+        url=url,
+        build=build,
+        summaries=summary or [],
+        mlflow_uri=settings.mlflow_tracking_uri,
+    )
+    report = notify.send(settings, message)
+    typer.echo("\n".join([message.subject, *report.lines()]))
+    if report.email_failed:
+        typer.echo(f"error: email not sent: {report.email.detail}", err=True)
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command("sonar-gate")
+def sonar_gate(
+    ctx: typer.Context,
+    *,
+    token_file: Annotated[
+        Optional[Path], typer.Option(help="Write an analysis token here (kept if still valid).")
+    ] = None,
+    admin_login: Annotated[str, typer.Option(envvar="SONAR_ADMIN_LOGIN")] = "admin",
+    admin_password: Annotated[
+        Optional[str], typer.Option(envvar="SONAR_ADMIN_PASSWORD", show_default=False)
+    ] = None,
+    initial_password: Annotated[
+        Optional[str],
+        typer.Option(envvar="SONAR_ADMIN_INITIAL_PASSWORD", help="A fresh server's (admin)."),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for SonarQube to be UP.")] = 300.0,
+    poll: Annotated[float, typer.Option(help="Seconds between status polls.")] = 5.0,
+) -> None:
+    """Create/update the SonarQube quality gate, assign it, add the Jenkins webhook."""
+    from xgbops import sonar  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    token = settings.sonar.token.get_secret_value() if settings.sonar.token else None
+    credentials = sonar.Credentials(
+        token, admin_login, admin_password, initial_password or sonar.DEFAULT_ADMIN_PASSWORD
+    )
+    report = sonar.setup(
+        settings.sonar, credentials, token_file=token_file, wait_timeout=wait, poll_interval=poll
+    )
+    typer.echo("\n".join(report.lines()))
+
+
+# --- monitor (monitoring issue): xgbops.monitoring does the work ------------------------------
+monitor_app = typer.Typer(
+    help="Ship training runs, predictions, drift reports and machine samples to the "
+    "monitoring sink (local SQLite by default, or Elasticsearch).",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+
+
+def _shipped(result: Any) -> None:
+    """Print a sink's counts and the first refused documents; exit 1 if any was refused."""
+    typer.echo(result.summary())
+    for error in result.errors[:10]:
+        typer.echo(f"  refused {error}", err=True)
+    if result.failed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@monitor_app.command("setup")
+def monitor_setup(ctx: typer.Context) -> None:
+    """Install the Elasticsearch ILM policies and index templates (idempotent)."""
+    from xgbops.monitoring import elastic  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status(f"Installing into {settings.monitoring.elasticsearch_url}"):
+        result = elastic.install(settings)
+    typer.echo(f"Elasticsearch {result.cluster_version}: {len(result.installed)} resources")
+    typer.echo("\n".join(f"  {name}" for name in result.installed))
+
+
+@monitor_app.command("sync-mlflow")
+def monitor_sync_mlflow(ctx: typer.Context) -> None:
+    """Ship every MLflow run of the experiment, with its version and champion flag."""
+    from xgbops.monitoring import sinks, sync  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with closing(sinks.open_sink(settings)) as sink, _status("Reading MLflow"):
+        result = sync.sync_mlflow(settings, sink)
+    _shipped(result)
+
+
+@monitor_app.command("predictions")
+def monitor_predictions(
+    ctx: typer.Context,
+    since: Annotated[
+        Optional[str], typer.Option(help="Ship from this ISO time (default: the watermark).")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Ignore the watermark: ship the whole history.")
+    ] = False,
+) -> None:
+    """Ship the prediction history in bulk, from the last watermark (re-runs never duplicate)."""
+    from xgbops.monitoring import sinks, sync  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO date/time: {since!r}", param_hint="--since") from exc
+    with closing(sinks.open_sink(settings)) as sink, _status("Shipping predictions"):
+        shipped = sync.sync_predictions(settings, sink, since=start, everything=everything)
+    typer.echo(f"from {shipped.since or 'the beginning'} to {shipped.watermark or 'now'}")
+    _shipped(shipped.result)
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    ctx: typer.Context,
+    window: Annotated[str, typer.Option(help="How far back: e.g. 24h, 90m, 7d.")] = "24h",
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit 1 when drift is found.")] = False,
+) -> None:
+    """Drift of recent predictions' inputs from the training data: report, ship, alert.
+
+    Writes reports/drift.json and .txt, ships the report, sends an alert past the thresholds
+    and, if monitoring.drift.retrain_on_drift is set, asks the API to retrain.
+    """
+    from xgbops.monitoring import check, sinks  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    span = check.parse_window(window)
+    with closing(sinks.open_sink(settings)) as sink, _status("Checking drift"):
+        outcome = check.check_drift(settings, span, sink)
+    typer.echo(outcome.report.to_text(), nl=False)
+    typer.echo(f"report: {', '.join(map(str, outcome.paths))}")
+    typer.echo("\n".join(f"alert {line}" for line in outcome.alert) or "alert: none needed")
+    if outcome.retrain:
+        typer.echo(f"retrain: {outcome.retrain}")
+    _shipped(outcome.shipped)
+    if fail_on_drift and outcome.report.drift_detected:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@monitor_app.command("system")
+def monitor_system(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between samples.")] = 10.0,
+    count: Annotated[int, typer.Option(min=0, help="Samples to take; 0 until Ctrl-C.")] = 1,
+) -> None:
+    """Sample CPU, memory, disk and the xgbops processes; ship each sample."""
+    from xgbops.monitoring import sinks, system  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with closing(sinks.open_sink(settings)) as sink:
+        try:
+            for events in system.collect(settings.project_dir, interval, count):
+                typer.echo(system.summary(events))
+                _shipped(sink.ship(events))
+        except KeyboardInterrupt:
+            typer.echo("stopped")
+
+
+@monitor_app.command("report")
+def monitor_report(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path(
+        "reports/monitoring.html"
+    ),
+) -> None:
+    """One self-contained HTML page: models, predictions, drift and system, as plots."""
+    from xgbops.monitoring import report  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status("Building the monitoring report"):
+        written = report.write_report(settings, output)
+    typer.echo("\n".join(written.lines()))
+
+
+@monitor_app.command("kibana-import")
+def monitor_kibana_import(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait for Kibana.")] = 300.0,
+) -> None:
+    """Import the Kibana data views and dashboards (monitoring/kibana) once Kibana is up."""
+    from xgbops.monitoring import kibana  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status(f"Waiting for Kibana at {settings.monitoring.kibana_url}"):
+        result = kibana.import_saved_objects(settings, wait=kibana.Wait(timeout=wait))
+    typer.echo("\n".join(result.lines()))
+    if not result.ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+# --- end of monitor -----------------------------------------------------------------------------
 
 
 def _registry_model(settings: Settings, version: str | None) -> Path:

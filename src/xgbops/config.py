@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -229,6 +230,73 @@ class ServeSettings(_Strict):
     retrain_per_hour: int = Field(default=6, ge=1)
 
 
+class NotifySettings(_Strict):
+    """Where results are announced: SMTP (off until ``host`` is set) and the desktop."""
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    #: STARTTLS after connecting (Mailpit and local relays do not need it).
+    smtp_starttls: bool = False
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    sender: str = "xgbops@localhost"
+    #: Comma-separated addresses in the environment (``XGBOPS_NOTIFY__RECIPIENTS=a@x,b@y``).
+    recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Show a desktop notification when the machine has a desktop.
+    desktop: bool = True
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class DriftSettings(_Strict):
+    """When a feature, or the predicted probability, counts as drifted."""
+
+    #: Population Stability Index at or above which a feature has drifted (0.2 is the usual rule).
+    psi_threshold: float = Field(default=0.2, gt=0)
+    #: p-value below which the KS / chi-square test says the distributions differ.
+    p_value: float = Field(default=0.01, gt=0, lt=1)
+    #: Fewest recent predictions a drift report needs.
+    min_samples: int = Field(default=100, ge=10)
+    #: Bins for PSI on numeric features (quantiles of the training reference).
+    bins: int = Field(default=10, ge=2)
+    #: Call the API's /retrain when drift is found (needs ``api_url`` and a retrain token).
+    retrain_on_drift: bool = False
+
+
+class MonitoringSettings(_Strict):
+    """Where monitoring events go: a local file (default) or Elasticsearch."""
+
+    sink: Literal["local", "elasticsearch"] = "local"
+    elasticsearch_url: str | None = Field(default=None)
+    elasticsearch_username: str | None = None
+    elasticsearch_password: SecretStr | None = None
+    elasticsearch_api_key: SecretStr | None = None
+    #: Kibana, for importing the saved objects (data views, dashboards).
+    kibana_url: str = "http://127.0.0.1:5601"
+    #: Index/data-stream names start with this prefix, e.g. ``xgbops-predictions``.
+    index_prefix: str = Field(default="xgbops", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    #: Base URL of the serving API, for drift-triggered retraining.
+    api_url: str = "http://127.0.0.1:8000"
+    drift: DriftSettings = DriftSettings()
+
+
+class SonarSettings(_Strict):
+    """The SonarQube server and the quality gate defined as code (``make sonar-gate``)."""
+
+    host_url: str = "http://127.0.0.1:9000"
+    token: SecretStr | None = None
+    project_key: str = "xgbops"
+    gate_name: str = "xgbops"
+    #: Jenkins base URL: SonarQube posts analysis results to ``<url>/sonarqube-webhook/``.
+    jenkins_url: str = "http://jenkins:8080"
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Loads the dataset and train YAML files named by the other sources."""
 
@@ -290,6 +358,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("XGBOPS_RETRAIN_TOKEN", "RETRAIN_TOKEN")
     )
     serve: ServeSettings = ServeSettings()
+    notify: NotifySettings = NotifySettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    sonar: SonarSettings = SonarSettings()
     experiment_name: str = "xgbops"
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -367,6 +438,18 @@ def _config_paths(init: dict[str, Any], settings_cls: type[BaseSettings]) -> dic
         path = Path(init.get(f"{key}_config") or env.get(f"{key}_config") or default)
         files[key] = path if path.is_absolute() else project_dir / path
     return files
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Name the psycopg 3 driver in a plain PostgreSQL URL (SQLAlchemy would pick psycopg2).
+
+    Other URLs, SQLite ones and those naming a driver, are returned unchanged. The history
+    database's one reading rule, for the API that writes it and monitoring that reads it.
+    """
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
 
 
 def load_settings(**overrides: Any) -> Settings:

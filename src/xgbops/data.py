@@ -22,7 +22,7 @@ from pandera.errors import SchemaErrors
 from sklearn.model_selection import train_test_split
 
 from xgbops import XgbopsError
-from xgbops.config import DatasetConfig, Split
+from xgbops.config import DatasetConfig, Settings, Split
 
 #: At most this many offending rows and values are listed per issue.
 SAMPLE_SIZE = 10
@@ -226,6 +226,17 @@ def split_dataset(frame: pd.DataFrame, dataset: DatasetConfig, split: Split, see
         rest, test_size=split.validation_size, random_state=seed, stratify=target
     )
     return Splits(train, validation, holdout)
+
+
+def load_splits(settings: Settings) -> Splits:
+    """The project's dataset split exactly as training splits it (same rows, same seed): what
+    the holdout re-scoring of promotions and the drift reference both need.
+
+    Raises:
+        DataError, DataValidationError: the dataset cannot be used.
+    """
+    frame, _ = load_dataset(settings.dataset, settings.data_path)
+    return split_dataset(frame, settings.dataset, settings.train.split, settings.train.seed)
 
 
 def write_report(report: DataReport, directory: Path, stem: str = "data-check") -> list[Path]:

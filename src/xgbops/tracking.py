@@ -61,6 +61,20 @@ class VersionInfo:
     created_at_ms: int
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """One run of the experiment as monitoring reads it back (see :meth:`Tracker.runs`)."""
+
+    run_id: str
+    run_name: str
+    status: str
+    start_time_ms: int
+    end_time_ms: int | None
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+
+
 class XgbopsPyfunc(PythonModel):  # pylint: disable=abstract-method  # no streaming
     """MLflow pyfunc wrapper so ``mlflow models serve`` serves the very same files."""
 
@@ -232,6 +246,59 @@ class Tracker:
             tags=dict(found.tags or {}),
             created_at_ms=int(found.creation_timestamp),
         )
+
+    # -- read back, for monitoring (xgbops.monitoring.sync) ------------------------------------
+
+    def runs(self) -> list[RunInfo]:
+        """Every run of the experiment (active ones), oldest first, paged through MLflow."""
+        found: list[RunInfo] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                max_results=_BATCH,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            found.extend(
+                RunInfo(
+                    run_id=str(run.info.run_id),
+                    run_name=str(run.info.run_name or ""),
+                    status=str(run.info.status),
+                    start_time_ms=int(run.info.start_time),
+                    end_time_ms=None if run.info.end_time is None else int(run.info.end_time),
+                    metrics=dict(run.data.metrics),
+                    params=dict(run.data.params),
+                    tags=dict(run.data.tags),
+                )
+                for run in page
+            )
+            token = page.token
+            if not token:
+                return found
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every registered version of ``name`` with its aliases; ``metrics`` are left empty
+        (they are the run's: see :meth:`runs`). An unknown model has no versions."""
+        try:
+            aliases = dict(self.client.get_registered_model(name).aliases or {})
+        except MlflowException:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, number in aliases.items():
+            by_version.setdefault(str(number), []).append(str(alias))
+        return [
+            VersionInfo(
+                name=name,
+                version=str(found.version),
+                run_id=str(found.run_id),
+                aliases=tuple(sorted(by_version.get(str(found.version), []))),
+                metrics={},
+                tags=dict(found.tags or {}),
+                created_at_ms=int(found.creation_timestamp),
+            )
+            for found in self.client.search_model_versions(f"name = '{name}'")
+        ]
 
     def champion(self, name: str) -> VersionInfo | None:
         """The version carrying the ``champion`` alias, or None."""

@@ -24,7 +24,7 @@ import xgboost as xgb
 
 from xgbops import evaluate
 from xgbops.config import DatasetConfig, Settings
-from xgbops.data import Splits, labels, load_dataset, split_dataset, write_report
+from xgbops.data import Splits, labels, load_dataset, load_splits, split_dataset, write_report
 from xgbops.model import Featurizer, Matrix, Model, ModelFormatError
 from xgbops.tracking import CHAMPION_ALIAS, Tracker, git_commit
 
@@ -263,7 +263,25 @@ def train(
     )
     result.write(report_dir / "result.json")
     log.info("training.finished", version=version, run_id=run_id, **candidate.metrics)
+    _ship_to_monitoring(settings, tracker, run_id, decision)
     return result
+
+
+def _ship_to_monitoring(
+    settings: Settings, tracker: Tracker, run_id: str, decision: PromotionDecision | None
+) -> None:
+    """Ship the run (and the champion it replaced) to the monitoring sink: a warning, never
+    a failed training, when the sink is unreachable (``xgbops monitor sync-mlflow`` catches up)."""
+    replaced = decision.champion_version if decision and decision.promoted else None
+    try:
+        from xgbops.monitoring.sync import (  # pylint: disable=import-outside-toplevel
+            ship_training,
+        )
+
+        shipped = ship_training(settings, tracker, run_id, replaced)
+        log.info("monitoring.shipped", run_id=run_id, target=shipped.target)
+    except Exception as exc:  # pylint: disable=broad-exception-caught  # see the docstring
+        log.warning("monitoring.ship_failed", run_id=run_id, error=str(exc))
 
 
 def _fit_candidate(
@@ -397,9 +415,7 @@ def promote_version(
 
 def _holdout(settings: Settings) -> pd.DataFrame:
     """The holdout rows as ``train`` split them (same data, same seed)."""
-    frame, _ = load_dataset(settings.dataset, settings.data_path)
-    config = settings.train
-    return split_dataset(frame, settings.dataset, config.split, config.seed).holdout
+    return load_splits(settings).holdout
 
 
 def _champion_score(

@@ -32,12 +32,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect, make_url, text
 from structlog.testing import capture_logs
 
+from xgbops.config import to_sqlalchemy_url
+
 from api.core.history import (
     HistoryReader,
     HistoryWriter,
+    PredictionBatch,
     PredictionRecord,
     migrate,
-    to_sqlalchemy_url,
 )
 from api.core.tables import metadata
 
@@ -255,12 +257,6 @@ def through(proxy_: TcpProxy, url: str) -> str:
 
 
 # -- migrations ---------------------------------------------------------------------------------
-
-
-def test_to_sqlalchemy_url_names_psycopg_for_postgresql_only() -> None:
-    assert to_sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"
-    for url in ("postgresql+psycopg://u@h/db", "sqlite:////tmp/x.db", "mysql://u@h/db"):
-        assert to_sqlalchemy_url(url) == url
 
 
 def test_migrate_is_idempotent_and_creates_what_the_table_definition_says(
@@ -623,3 +619,47 @@ def test_worker_processes_share_one_sqlite_file(sqlite_url: str, spool_dir: Path
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         engine.dispose()
+
+
+def batch_of(records: list[PredictionRecord]) -> PredictionBatch:
+    """The column form the service hands the writer, for records sharing one request."""
+    first = records[0]
+    return PredictionBatch(
+        ids=[r.id for r in records],
+        created_at=first.created_at,
+        model_name=first.model_name,
+        model_version=first.model_version,
+        inputs=[r.input for r in records],
+        probabilities=[r.probability for r in records],
+        labels=[r.label for r in records],
+        latency_ms=first.latency_ms,
+        request_id=first.request_id,
+    )
+
+
+def test_a_batch_is_stored_row_for_row_and_a_bad_record_in_it_set_aside(
+    migrated_url: str,
+    make_writer: Callable[..., HistoryWriter],
+    make_reader: Callable[[str], HistoryReader],
+    spool_dir: Path,
+) -> None:
+    shared = {"created_at": T0, "model_version": "3", "latency_ms": 0.25, "request_id": "req-b"}
+    good = [make_record(i, **shared) for i in range(30)]
+    huge = make_record(30, **shared, input={"beyond_64_bits": 2**70})  # orjson refuses; stored
+    bad = make_record(31, **shared, probability=float("inf"))
+    writer = make_writer(migrated_url)
+    writer.record_batch(batch_of([*good[:15], huge, bad, *good[15:]]))
+    writer.record_batch(batch_of(good[:1]))  # the same ids again: ignored, not duplicated
+    assert writer.flush()
+
+    stored, total = make_reader(migrated_url).page(limit=100)
+    assert total == 31
+    by_id = {record.id: record for record in stored}
+    assert by_id[huge.id].input == {"beyond_64_bits": 2**70}
+    for record in good:
+        assert by_id[record.id] == record
+    rejected = [
+        json.loads(line) for line in (spool_dir / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert [entry["record"]["id"] for entry in rejected] == [bad.id]
+    assert "finite" in rejected[0]["error"]

@@ -1,0 +1,82 @@
+/*
+ * Job DSL seed, run by configuration as code (jenkins/casc/jobs.yaml) at every start.
+ *
+ * One "Pipeline script from SCM" job per Jenkinsfile of the repository: each file in
+ * pipelines/ plus the orchestrator (the root Jenkinsfile). The table below is the whole
+ * contract; tests/platform/test_jenkins.py checks that every entry points at an existing file
+ * and that every file in pipelines/ has an entry.
+ *
+ * Triggers live here rather than in the Jenkinsfiles: a Jenkinsfile's `triggers` directive
+ * only registers after the job's first build, a seeded trigger works from the start (SCM
+ * polling still needs one build to know the last revision).
+ *
+ * XGBOPS_GIT_URL and XGBOPS_GIT_BRANCH come from `providedEnv` in jobs.yaml.
+ */
+
+final String gitUrl = XGBOPS_GIT_URL
+final String gitBranch = XGBOPS_GIT_BRANCH
+
+final List<Map<String, String>> pipelineJobs = [
+    // No trigger of its own: every commit starts the orchestrator, which builds this job first
+    // (polling here too would run the checks twice per commit).
+    [name: 'quality', scriptPath: 'pipelines/quality.Jenkinsfile',
+     description: 'Code quality: format, lint, types, security, tests, SonarQube quality gate.'],
+    [name: 'data', scriptPath: 'pipelines/data.Jenkinsfile',
+     description: 'Data checks of the dataset; runs when data/ or config/ changes.',
+     poll: 'H/5 * * * *', onlyPaths: 'data/.*\nconfig/.*'],
+    [name: 'training', scriptPath: 'pipelines/training.Jenkinsfile',
+     description: 'Train, evaluate on the holdout, promote the champion if it is better.'],
+    [name: 'publish', scriptPath: 'pipelines/publish.Jenkinsfile',
+     description: 'Build the API image with the champion, smoke-test it, push it to Docker Hub.'],
+    [name: 'monitoring', scriptPath: 'pipelines/monitoring.Jenkinsfile',
+     description: 'System sample, drift of recent predictions, sync to the monitoring sink.',
+     cron: 'H/30 * * * *'],
+    [name: 'orchestrator', scriptPath: 'Jenkinsfile',
+     description: 'The whole chain: quality, data, training, publish; stops at the first failure.',
+     poll: 'H/5 * * * *'],
+]
+
+pipelineJobs.each { Map<String, String> entry ->
+    pipelineJob(entry.name) {
+        description(entry.description)
+        properties {
+            pipelineTriggers {
+                triggers {
+                    if (entry.poll) {
+                        pollSCM {
+                            scmpoll_spec(entry.poll)
+                        }
+                    }
+                    if (entry.cron) {
+                        cron {
+                            spec(entry.cron)
+                        }
+                    }
+                }
+            }
+        }
+        definition {
+            cpsScm {
+                scm {
+                    git {
+                        remote {
+                            url(gitUrl)
+                        }
+                        branch("*/${gitBranch}")
+                        if (entry.onlyPaths) {
+                            extensions {
+                                // Polling builds only for commits touching these paths.
+                                pathRestriction {
+                                    includedRegions(entry.onlyPaths)
+                                    excludedRegions('')
+                                }
+                            }
+                        }
+                    }
+                }
+                scriptPath(entry.scriptPath)
+                lightweight(true)
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+"""Typed monitoring events: one model per event type, each knowing its document id and index.
+
+An event is a fact with a time (``@timestamp``). Its id is derived from what identifies the fact
+(an MLflow run id, a prediction id, a host and sampling time...), never drawn at random, and its
+index from its own timestamp, so shipping the same fact twice lands on the same (index, id) in
+any sink: nothing is ever duplicated. The field names and types here are the contract of the
+Elasticsearch mappings in ``monitoring/elasticsearch/index_templates`` (a test walks every
+event against them) and of the local sink, which stores exactly :meth:`Event.to_document`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    computed_field,
+    field_serializer,
+    field_validator,
+)
+
+#: Fixed-width UTC timestamps: sortable as text in the local sink, parsed by Elasticsearch's
+#: default ``strict_date_optional_time`` date format.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: Holdout metrics a training run may carry (xgbops.evaluate.compute_metrics' names).
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` as aware UTC; a naive value is taken to be UTC already (SQLite keeps none)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """The one text form of a time in every event (see :data:`TIME_FORMAT`)."""
+    return utc(moment).strftime(TIME_FORMAT)
+
+
+def stable_id(*parts: object) -> str:
+    """A short id that depends only on ``parts`` (same inputs, same id, in every process)."""
+    text = "\x1f".join(str(part) for part in parts)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class Event(BaseModel):
+    """Base of every event: a timestamp, a kind, an id and an index derived from them.
+
+    Subclasses set ``KIND`` (the index family), ``IMMUTABLE`` (a fact shipped once with the bulk
+    op ``create``; False for a state re-shipped with ``index``, which overwrites it) and
+    ``TIME_SERIES`` (monthly indices managed by ILM; False for one index kept for ever).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    KIND: ClassVar[str] = ""
+    IMMUTABLE: ClassVar[bool] = True
+    TIME_SERIES: ClassVar[bool] = True
+
+    timestamp: datetime = Field(alias="@timestamp")
+
+    @field_validator("timestamp", "*", mode="after")
+    @classmethod
+    def _aware_utc(cls, value: Any) -> Any:
+        return utc(value) if isinstance(value, datetime) else value
+
+    @field_serializer("*", mode="wrap", when_used="json")
+    def _times_as_text(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+        return format_time(value) if isinstance(value, datetime) else handler(value)
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented idiom
+    @property
+    def event_type(self) -> str:
+        """The event's kind, also stored in the document (one query can span every index)."""
+        return self.KIND
+
+    @property
+    def doc_id(self) -> str:
+        """The document id: the same fact always gets the same id."""
+        raise NotImplementedError
+
+    def index(self, prefix: str) -> str:
+        """The Elasticsearch index this event belongs to, e.g. ``xgbops-predictions-2025.01.01``.
+
+        Time-series indices are monthly and named after the month's first day, the
+        ``yyyy.MM.dd`` form ILM's ``parse_origination_date`` reads, so retention counts from the
+        data's month, not from when a backfill happened to create the index.
+        """
+        if not self.TIME_SERIES:
+            return f"{prefix}-{self.KIND}"
+        return f"{prefix}-{self.KIND}-{self.timestamp:%Y.%m}.01"
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON document stored in every sink (``@timestamp``, ``event_type``, fields)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class HoldoutMetrics(BaseModel):
+    """Holdout metrics of a training run; a metric the run did not log is null."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+
+    @classmethod
+    def from_run(cls, metrics: Mapping[str, float]) -> HoldoutMetrics:
+        """Pick the ``holdout_<name>`` metrics of an MLflow run."""
+        return cls(
+            **{
+                name: float(metrics[f"holdout_{name}"])
+                for name in METRIC_NAMES
+                if f"holdout_{name}" in metrics
+            }
+        )
+
+
+class TrainingRunEvent(Event):
+    """One MLflow run of the experiment and the version it registered, as it stands now.
+
+    Re-shipped whenever it may have changed (the champion alias moves): one document per run.
+    """
+
+    KIND: ClassVar[str] = "training-runs"
+    IMMUTABLE: ClassVar[bool] = False
+    TIME_SERIES: ClassVar[bool] = False
+
+    run_id: str
+    run_name: str
+    experiment: str
+    status: str
+    end_time: datetime | None = None
+    registered: bool
+    model_name: str | None = None
+    model_version: str | None = None
+    #: The version as a number, for sorting and plotting versions in order.
+    version_number: int | None = None
+    champion: bool
+    aliases: list[str] = Field(default_factory=list)
+    metrics: HoldoutMetrics
+    #: The holdout metric promotion is decided on, and this run's value of it.
+    promotion_metric: str | None = None
+    promotion_score: float | None = None
+    #: ``promoted`` or ``rejected`` when the run's promotion was decided.
+    promotion_decision: str | None = None
+    duration_seconds: float | None = None
+    best_iteration: int | None = None
+    dataset: str | None = None
+    dataset_sha256: str | None = None
+    git_commit: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def doc_id(self) -> str:
+        """The MLflow run id."""
+        return self.run_id
+
+
+class PredictionEvent(Event):
+    """One served prediction, from the prediction history (or the serving layer)."""
+
+    KIND: ClassVar[str] = "predictions"
+
+    prediction_id: str
+    model_name: str
+    model_version: str
+    probability: float
+    label: str
+    #: 1 when ``label`` is the dataset's positive label: its average is the positive rate.
+    positive: int = Field(ge=0, le=1)
+    latency_ms: float | None = None
+    request_id: str | None = None
+    source: Literal["history", "api"] = "history"
+    #: The validated input record (feature name -> value).
+    input: dict[str, str | float | None]
+
+    @property
+    def doc_id(self) -> str:
+        """The prediction's own id (the history's primary key)."""
+        return self.prediction_id
+
+
+class DriftReportEvent(Event):
+    """The summary of one drift check: a window of predictions against the training data."""
+
+    KIND: ClassVar[str] = "drift-reports"
+
+    report_id: str
+    model_name: str
+    model_versions: list[str] = Field(default_factory=list)
+    status: Literal["drift", "no_drift", "insufficient_data"]
+    drift_detected: bool
+    window_hours: float
+    window_start: datetime
+    window_end: datetime
+    reference_rows: int
+    window_rows: int
+    features_checked: int
+    features_drifted: int
+    drifted_features: list[str] = Field(default_factory=list)
+    max_psi: float | None = None
+    prediction_psi: float | None = None
+    prediction_p_value: float | None = None
+    prediction_drifted: bool | None = None
+    psi_threshold: float
+    p_value_threshold: float
+    min_samples: int
+
+    @property
+    def doc_id(self) -> str:
+        """Derived from the report id (model and window)."""
+        return self.report_id
+
+
+class FeatureDrift(BaseModel):
+    """The drift statistics of one feature (or of the predicted probability) in a report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature: str
+    feature_type: Literal["numeric", "categorical", "prediction"]
+    psi: float
+    #: ``ks`` (two-sample Kolmogorov-Smirnov) or ``chi2`` (chi-square homogeneity); null when
+    #: the test cannot be run (e.g. a single category on both sides).
+    test: Literal["ks", "chi2"] | None = None
+    statistic: float | None = None
+    p_value: float | None = None
+    psi_drifted: bool
+    test_drifted: bool
+    drifted: bool
+    reference_rows: int
+    window_rows: int
+    reference_missing_share: float
+    window_missing_share: float
+    reference_mean: float | None = None
+    window_mean: float | None = None
+
+
+class DriftFeatureEvent(Event, FeatureDrift):
+    """One row of a drift report: a feature (or the predicted probability) and its statistics."""
+
+    KIND: ClassVar[str] = "drift-features"
+
+    report_id: str
+    model_name: str
+
+    @property
+    def doc_id(self) -> str:
+        """The report id, the row's type and the feature name."""
+        return f"{self.report_id}:{self.feature_type}:{self.feature}"
+
+
+class SystemEvent(Event):
+    """One sample of the machine: CPU, memory and the project directory's disk."""
+
+    KIND: ClassVar[str] = "system"
+
+    sample_id: str
+    host: str
+    cpu_percent: float
+    cpu_count: int
+    load_1m: float | None = None
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_available_bytes: int
+    memory_percent: float
+    swap_percent: float
+    disk_path: str
+    disk_total_bytes: int
+    disk_used_bytes: int
+    disk_free_bytes: int
+    disk_percent: float
+
+    @property
+    def doc_id(self) -> str:
+        """The sample id (host and sampling time)."""
+        return self.sample_id
+
+
+class ProcessEvent(Event):
+    """One xgbops-related process (API workers, MLflow, the CLI) in a system sample."""
+
+    KIND: ClassVar[str] = "processes"
+
+    sample_id: str
+    host: str
+    pid: int
+    #: What the process is: ``gunicorn``, ``uvicorn``, ``mlflow`` or ``xgbops``.
+    process_group: str
+    name: str
+    cmdline: str
+    rss_bytes: int
+    cpu_percent: float
+    memory_percent: float
+    num_threads: int
+    started_at: datetime
+
+    @property
+    def doc_id(self) -> str:
+        """The sample id and the process id."""
+        return f"{self.sample_id}:{self.pid}"
+
+
+#: Every event type, by kind (the index family, e.g. ``predictions``).
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.KIND: cls
+    for cls in (
+        TrainingRunEvent,
+        PredictionEvent,
+        DriftReportEvent,
+        DriftFeatureEvent,
+        SystemEvent,
+        ProcessEvent,
+    )
+}

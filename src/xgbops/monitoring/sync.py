@@ -1,0 +1,195 @@
+"""Backfill the sink from the sources of truth: MLflow (training runs) and the prediction history.
+
+Both are safe to re-run: events carry deterministic ids (see :mod:`xgbops.monitoring.events`).
+A training run is re-shipped whole each time, so its ``champion`` flag follows the alias. The
+prediction history is shipped from a watermark (the newest ``created_at`` shipped without
+error, per sink) minus :data:`WATERMARK_OVERLAP`: rows the API replays late from its spool
+after a database outage still fall inside the overlap, and rows shipped twice are only counted
+as already shipped. ``everything=True`` ignores the watermark (after a long outage, or a new
+cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from xgbops.config import Settings
+from xgbops.monitoring.events import (
+    METRIC_NAMES,
+    HoldoutMetrics,
+    PredictionEvent,
+    TrainingRunEvent,
+)
+from xgbops.monitoring.history import read_predictions
+from xgbops.monitoring.sinks import ShipResult, Sink, open_sink
+from xgbops.tracking import CHAMPION_ALIAS, RunInfo, Tracker, VersionInfo
+
+#: How far before the watermark each incremental shipping starts again.
+WATERMARK_OVERLAP = timedelta(hours=1)
+_PREDICTIONS = "predictions"
+
+
+def training_run_events(
+    settings: Settings, tracker: Tracker | None = None, run_ids: Iterable[str] | None = None
+) -> list[TrainingRunEvent]:
+    """One event per run of the experiment, joined with the version it registered, if any.
+
+    Args:
+        settings: experiment, model name and the default promotion metric.
+        tracker: the MLflow session (default: a new one).
+        run_ids: only these runs (default: every run).
+    """
+    tracker = tracker or Tracker(settings)
+    versions = {v.run_id: v for v in tracker.versions(settings.model_name)}
+    wanted = None if run_ids is None else set(run_ids)
+    return [
+        _run_event(run, versions.get(run.run_id), settings)
+        for run in tracker.runs()
+        if wanted is None or run.run_id in wanted
+    ]
+
+
+def sync_mlflow(
+    settings: Settings,
+    sink: Sink,
+    tracker: Tracker | None = None,
+    run_ids: Iterable[str] | None = None,
+) -> ShipResult:
+    """Ship every run (or ``run_ids``) of the experiment as training-run events.
+
+    Returns:
+        The sink's counts: on a re-run, every run is ``updated`` (overwritten), none duplicated.
+    """
+    return sink.ship(training_run_events(settings, tracker, run_ids))
+
+
+@dataclass(frozen=True)
+class PredictionSync:
+    """What :func:`sync_predictions` shipped: counts, where it started, the new watermark."""
+
+    result: ShipResult
+    since: datetime | None
+    watermark: datetime | None
+
+
+def sync_predictions(
+    settings: Settings,
+    sink: Sink,
+    since: datetime | None = None,
+    everything: bool = False,
+) -> PredictionSync:
+    """Ship the prediction history from ``since`` (default: the sink's watermark minus the
+    overlap; the whole history when ``everything`` or on the first run).
+
+    The watermark moves only when nothing failed, so refused rows are retried next time.
+
+    Raises:
+        MonitoringError: the history cannot be read, or the sink failed as a whole.
+    """
+    key = f"{sink.target}|{_PREDICTIONS}"
+    marks = _read_watermarks(settings)
+    if since is None and not everything and key in marks:
+        since = datetime.fromisoformat(marks[key]) - WATERMARK_OVERLAP
+    newest: list[datetime] = []
+
+    def events() -> Iterator[PredictionEvent]:
+        positive = settings.dataset.target.positive
+        for event in read_predictions(settings.history_url, positive, since=since):
+            newest[:] = [event.timestamp]
+            yield event
+
+    result = sink.ship(events())
+    watermark = newest[0] if newest else None
+    if watermark is not None and result.failed == 0:
+        previous = marks.get(key)
+        if previous is None or datetime.fromisoformat(previous) < watermark:
+            marks[key] = watermark.isoformat()
+            _write_watermarks(settings, marks)
+    return PredictionSync(result, since, watermark)
+
+
+def watermark_path(settings: Settings) -> Path:
+    """Where the per-sink watermarks are kept: ``<state dir>/monitoring/watermarks.json``."""
+    return settings.state_path / "monitoring" / "watermarks.json"
+
+
+def _read_watermarks(settings: Settings) -> dict[str, str]:
+    try:
+        content = json.loads(watermark_path(settings).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {str(k): str(v) for k, v in content.items()} if isinstance(content, dict) else {}
+
+
+def _write_watermarks(settings: Settings, marks: dict[str, str]) -> None:
+    path = watermark_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(marks, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _run_event(run: RunInfo, version: VersionInfo | None, settings: Settings) -> TrainingRunEvent:
+    metrics = HoldoutMetrics.from_run(run.metrics)
+    promotion_metric = (
+        run.params.get("promotion_metric")
+        or run.tags.get("promotion.metric")
+        or settings.train.promotion.metric
+    )
+    score = getattr(metrics, promotion_metric) if promotion_metric in METRIC_NAMES else None
+    duration = run.metrics.get("duration_seconds")
+    if duration is None and run.end_time_ms is not None:
+        duration = (run.end_time_ms - run.start_time_ms) / 1000
+    best = run.metrics.get("best_iteration")
+    return TrainingRunEvent(
+        timestamp=_from_ms(run.start_time_ms),
+        run_id=run.run_id,
+        run_name=run.run_name,
+        experiment=settings.experiment_name,
+        status=run.status,
+        end_time=None if run.end_time_ms is None else _from_ms(run.end_time_ms),
+        registered=version is not None,
+        model_name=None if version is None else version.name,
+        model_version=None if version is None else version.version,
+        version_number=None if version is None else int(version.version),
+        champion=version is not None and CHAMPION_ALIAS in version.aliases,
+        aliases=[] if version is None else list(version.aliases),
+        metrics=metrics,
+        promotion_metric=promotion_metric,
+        promotion_score=score,
+        promotion_decision=run.tags.get("promotion.decision"),
+        duration_seconds=duration,
+        best_iteration=None if best is None else int(best),
+        dataset=run.tags.get("xgbops.dataset") or run.params.get("dataset"),
+        dataset_sha256=run.tags.get("xgbops.dataset_sha256"),
+        git_commit=run.tags.get("mlflow.source.git.commit"),
+        params=dict(run.params),
+    )
+
+
+def _from_ms(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+
+
+def ship_training(
+    settings: Settings, tracker: Tracker, run_id: str, replaced_version: str | None = None
+) -> ShipResult:
+    """Ship a finished training run, and the run of the champion it replaced (whose
+    ``champion`` flag just turned false), to the configured sink. Called by ``train``.
+
+    Raises:
+        MonitoringError: the sink is misconfigured or failed as a whole.
+    """
+    run_ids = [run_id]
+    if replaced_version is not None:
+        run_ids.append(tracker.version(settings.model_name, version=replaced_version).run_id)
+    sink = open_sink(settings)
+    try:
+        return sync_mlflow(settings, sink, tracker, run_ids)
+    finally:
+        sink.close()

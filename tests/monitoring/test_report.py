@@ -1,0 +1,268 @@
+"""`xgbops monitor report`: events shipped through the monitoring package, the HTML page written
+by the real command, then opened in headless Chromium to see that every view's plots loaded."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess  # nosec B404 - runs the browser on a file the test wrote
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.monitoring.test_check import shifted_history
+from xgbops.monitoring import system
+from xgbops.monitoring.check import check_drift
+from xgbops.monitoring.events import ProcessEvent
+from xgbops.monitoring.report import build_report
+from xgbops.monitoring.sinks import LocalSink, local_sink_path
+from xgbops.monitoring.sync import sync_mlflow, sync_predictions
+from xgbops.tracking import Tracker
+from tests.cli_runner import run_xgbops as run_cli
+
+VIEWS = ["models", "predictions", "drift", "system"]
+#: Headless, offline, no profile left behind: nothing may reach the network.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_chromium() -> str:
+    """Path of Debian's ``chromium``; skipped with the reason when absent, failed under CI."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    reason = "chromium is not installed (Debian: apt-get install -y chromium)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
+
+
+class _Page(HTMLParser):
+    """What the test reads from the DOM: body attributes, and per view its images and message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body: dict[str, str] = {}
+        self.views: dict[str, dict[str, Any]] = {}
+        self.sources: list[str] = []
+        self._view: str | None = None
+        self._in_empty = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        self.sources += [values[key] for key in ("src", "href") if key in values]
+        if tag == "body":
+            self.body = values
+        elif tag == "section":
+            self._view = values.get("data-view")
+            self.views[self._view or ""] = {"images": [], "empty": ""}
+        elif tag == "img" and self._view:
+            self.views[self._view]["images"].append(values.get("src", ""))
+        elif tag == "p" and values.get("class") == "empty":
+            self._in_empty = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._view = None
+        elif tag == "p":
+            self._in_empty = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_empty and self._view:
+            self.views[self._view]["empty"] += data
+
+
+def parse(text: str) -> _Page:
+    """The page's structure."""
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def render_in_chromium(page: Path, tmp_path: Path) -> _Page:
+    """The DOM of ``page`` after Chromium loaded it (and ran its load handler)."""
+    chromium = require_chromium()
+    profile = tmp_path / "chromium-profile"
+    result = subprocess.run(  # nosec B603 - fixed argument list, no shell
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return parse(result.stdout)
+
+
+def _this_process(machine: Any) -> ProcessEvent:
+    """The test's own process as an xgbops process of a sample (the collector only watches
+    processes named like xgbops', which a test run may not have)."""
+    me = psutil.Process()
+    return ProcessEvent(
+        timestamp=machine.timestamp,
+        sample_id=machine.sample_id,
+        host=machine.host,
+        pid=me.pid,
+        process_group="xgbops",
+        name=me.name(),
+        cmdline=" ".join(me.cmdline())[:1000],
+        rss_bytes=me.memory_info().rss,
+        cpu_percent=0.0,
+        memory_percent=me.memory_percent(),
+        num_threads=me.num_threads(),
+        started_at=datetime.fromtimestamp(me.create_time(), UTC),
+    )
+
+
+def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
+    monkeypatch, capsys, champion_project, make_monitored, tmp_path
+):
+    settings = make_monitored(notify={"desktop": False})
+    now = datetime.now(UTC)
+    shifted_history(settings, 150, now)
+    with LocalSink(local_sink_path(settings)) as sink:
+        assert sync_mlflow(settings, sink).failed == 0
+        assert sync_predictions(settings, sink).result.created == 150
+        assert check_drift(settings, timedelta(hours=24), sink).report.drift_detected
+        for _ in range(2):
+            events = system.sample(settings.project_dir, measure_seconds=0.01)
+            assert sink.ship([*events, _this_process(events[0])]).failed == 0
+    monkeypatch.chdir(champion_project)
+    monkeypatch.setenv("XGBOPS_STATE_DIR", str(settings.state_path))
+    monkeypatch.setenv("XGBOPS_REPORTS_DIR", str(settings.reports_path))
+    output = tmp_path / "out" / "monitoring.html"
+
+    status, out, err = run_cli(monkeypatch, capsys, "monitor", "report", "--output", str(output))
+
+    assert status == 0, err
+    assert f"report: {output}" in out
+    text = output.read_text(encoding="utf-8")
+    page = parse(text)
+    assert list(page.views) == VIEWS
+    assert {key: len(view["images"]) for key, view in page.views.items()} == {
+        "models": 1,
+        "predictions": 3,
+        "drift": 1,
+        "system": 2,
+    }
+    assert all(not view["empty"] for view in page.views.values())
+    for src in page.sources:  # self-contained: every resource is inline
+        assert src.startswith(("data:image/png;base64,", "#")), src[:80]
+    for view in page.views.values():
+        for src in view["images"]:
+            assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    champion = Tracker(settings).champion(settings.model_name)
+    assert f"v{champion.version} ★ champion" in text
+    assert "<td>total_day_minutes</td><td>numeric</td>" in text and "<td>DRIFT</td>" in text
+    assert "no data yet" not in text and "—" not in text.split("<main>", 1)[1].split("<table")[0]
+
+    shown = render_in_chromium(output, tmp_path)
+
+    assert shown.body.get("data-rendered") == "true"
+    assert shown.body["data-images"] == shown.body["data-images-loaded"] == "7"
+    assert {key: len(view["images"]) for key, view in shown.views.items()} == {
+        key: len(view["images"]) for key, view in page.views.items()
+    }
+
+
+def test_an_empty_project_gets_a_page_that_says_how_to_get_data(
+    monkeypatch, capsys, project, settings, tmp_path
+):
+    monkeypatch.chdir(project)
+
+    status, out, err = run_cli(
+        monkeypatch, capsys, "monitor", "report", "--output", "reports/monitoring.html"
+    )
+
+    assert status == 0, err
+    assert "Models: no data yet — run `make train`" in out
+    page = parse((project / "reports" / "monitoring.html").read_text(encoding="utf-8"))
+    expected = {
+        "models": "make train",
+        "predictions": "make serve",
+        "drift": "make drift",
+        "system": "make monitor-system",
+    }
+    assert list(page.views) == VIEWS
+    for key, command in expected.items():
+        assert not page.views[key]["images"]
+        assert page.views[key]["empty"].startswith(f"no data yet — run {command}"), page.views[key]
+    # Reading created nothing: no sink, no MLflow store.
+    assert not local_sink_path(settings).exists()
+    assert not (settings.state_path / "mlflow.db").exists()
+
+    shown = render_in_chromium(project / "reports" / "monitoring.html", tmp_path)
+
+    assert shown.body.get("data-rendered") == "true" and shown.body["data-images"] == "0"
+    assert all(command in shown.views[key]["empty"] for key, command in expected.items())
+
+
+def test_without_a_sink_the_report_reads_mlflow_the_history_and_the_drift_file(
+    make_monitored, tmp_path
+):
+    """As after `make run`, a few predictions and `make drift` with Elasticsearch as the sink:
+    nothing in the local sink, yet every source of truth is there to be read."""
+    settings = make_monitored(notify={"desktop": False})
+    shifted_history(settings, 120, datetime.now(UTC))
+    with LocalSink(tmp_path / "elsewhere.db") as elsewhere:  # stands in for Elasticsearch
+        check_drift(settings, timedelta(hours=24), elsewhere)
+
+    report = build_report(settings)
+
+    views = {view.key: view for view in report.views}
+    assert views["models"].source == "MLflow" and len(views["models"].plots) == 1
+    assert views["predictions"].has_data and "120 predictions" in views["predictions"].summary
+    assert views["drift"].source == str(settings.reports_path / "drift.json")
+    assert ["total_day_minutes", "numeric"] == views["drift"].rows[0][:2]
+    assert views["drift"].rows[0][-1] == "DRIFT" and len(views["drift"].plots) == 1
+    assert not views["system"].has_data and "make monitor-system" in views["system"].empty
+    assert not local_sink_path(settings).exists()
+
+
+def test_a_drift_check_with_too_few_predictions_says_so(make_monitored):
+    settings = make_monitored(notify={"desktop": False})
+    shifted_history(settings, 20, datetime.now(UTC))
+    with LocalSink(local_sink_path(settings)) as sink:
+        outcome = check_drift(settings, timedelta(hours=24), sink)
+    assert outcome.report.status == "insufficient_data"
+
+    drift = {view.key: view for view in build_report(settings).views}["drift"]
+
+    min_samples = settings.monitoring.drift.min_samples
+    assert drift.has_data and "insufficient_data" in drift.summary
+    assert f"indicative only: fewer than the {min_samples} predictions" in drift.summary
+    assert {row[-1] for row in drift.rows} == {"no verdict"}  # shifted, but not judged on 20
+
+
+def test_a_drift_check_on_a_handful_of_predictions_has_nothing_to_plot(make_monitored):
+    settings = make_monitored(notify={"desktop": False})
+    shifted_history(settings, 3, datetime.now(UTC))
+    with LocalSink(local_sink_path(settings)) as sink:
+        check_drift(settings, timedelta(hours=24), sink)
+
+    drift = {view.key: view for view in build_report(settings).views}["drift"]
+
+    assert not drift.has_data
+    min_samples = settings.monitoring.drift.min_samples
+    assert f"too few predictions (3 < {min_samples})" in drift.empty

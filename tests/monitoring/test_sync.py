@@ -1,0 +1,158 @@
+"""Backfills: MLflow runs as training-run events (the champion flag follows the alias), the
+prediction history from a watermark; re-runs never duplicate. Plus the hook at the end of train."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from tests.conftest import project_settings
+from tests.monitoring.conftest import FAST_RETRY
+from tests.monitoring.history_rows import records, write_history
+from xgbops import train as training
+from xgbops.monitoring import sync
+from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
+from xgbops.tracking import CHAMPION_ALIAS, Tracker
+
+
+def test_training_ships_its_run_to_the_configured_sink(champion_project):
+    """The session's champion was trained by xgbops.train.train with the default local sink."""
+    settings = project_settings(champion_project)
+    champion = Tracker(settings).champion(settings.model_name)
+    with LocalSink(local_sink_path(settings)) as sink:
+        runs = {d["run_id"]: d for d in sink.read("training-runs")}
+    assert runs[champion.run_id]["champion"] is True
+    assert runs[champion.run_id]["model_version"] == champion.version
+
+
+def test_a_run_event_carries_metrics_params_version_and_champion_flag(monitored_settings):
+    tracker = Tracker(monitored_settings)
+    champion = tracker.champion(monitored_settings.model_name)
+    events = {e.run_id: e for e in sync.training_run_events(monitored_settings, tracker)}
+    event = events[champion.run_id]
+    assert (event.registered, event.champion, event.model_version) == (True, True, champion.version)
+    assert event.aliases == [CHAMPION_ALIAS]
+    assert event.metrics.roc_auc == champion.metrics["holdout_roc_auc"]
+    assert event.promotion_metric == "roc_auc" and event.promotion_score == event.metrics.roc_auc
+    assert event.promotion_decision == "promoted"
+    assert event.params["xgb_max_depth"] == "5"
+    assert event.duration_seconds == champion.metrics["duration_seconds"] > 0
+    assert event.best_iteration == int(champion.metrics["best_iteration"])
+    assert event.dataset == "churn" and event.status == "FINISHED"
+
+
+def test_a_resync_overwrites_and_the_champion_flag_follows_the_alias(monitored_settings):
+    settings = monitored_settings
+    tracker = Tracker(settings)
+    name = settings.model_name
+    champion = tracker.champion(name)
+    with tracker.run("unregistered-run") as other_run:
+        tracker.log_metrics(other_run, {"holdout_roc_auc": 0.5})
+    other = tracker.client.create_model_version(
+        name, source=f"runs:/{other_run}/model", run_id=other_run
+    )
+    with LocalSink(local_sink_path(settings)) as sink:
+        first = sync.sync_mlflow(settings, sink, tracker)
+        total = len(tracker.runs())
+        assert (first.created, first.failed) == (total, 0)
+        tracker.set_champion(name, str(other.version))
+        again = sync.sync_mlflow(settings, sink, tracker)
+        assert (again.created, again.updated) == (0, total)
+        assert sink.count("training-runs") == total
+        runs = {d["run_id"]: d for d in sink.read("training-runs")}
+    assert runs[other_run]["champion"] is True and runs[other_run]["duration_seconds"] >= 0
+    assert runs[champion.run_id]["champion"] is False
+
+
+def test_the_train_hook_ships_the_run_and_the_replaced_champion(monitored_settings, fake_es):
+    settings = monitored_settings.model_copy(
+        update={
+            "monitoring": monitored_settings.monitoring.model_copy(
+                update={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
+            )
+        }
+    )
+    tracker = Tracker(settings)
+    champion = tracker.champion(settings.model_name)
+    with tracker.run("new-run") as run_id:
+        tracker.log_metrics(run_id, {"holdout_roc_auc": 0.99})
+    decision = training.PromotionDecision(
+        "roc_auc", "2", 0.99, champion.version, 0.9, promoted=True, reason="better roc_auc"
+    )
+    training._ship_to_monitoring(settings, tracker, run_id, decision)  # noqa: SLF001
+    (bulk,) = fake_es.bulk_requests()
+    shipped = [line["index"]["_id"] for line in bulk.ndjson() if "index" in line]
+    assert sorted(shipped) == sorted([run_id, champion.run_id])
+    assert {i for i, _ in fake_es.documents()} == {"xgbops-training-runs"}
+
+
+def test_a_failing_sink_never_fails_training(monitored_settings, fake_es):
+    fake_es.stop()
+    settings = monitored_settings.model_copy(
+        update={
+            "monitoring": monitored_settings.monitoring.model_copy(
+                update={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
+            )
+        }
+    )
+    tracker = Tracker(settings)
+    champion = tracker.champion(settings.model_name)
+    with structlog.testing.capture_logs() as logs:
+        training._ship_to_monitoring(settings, tracker, champion.run_id, None)  # noqa: SLF001
+    (warning,) = [e for e in logs if e["event"] == "monitoring.ship_failed"]
+    assert warning["log_level"] == "warning" and "ConnectionError" in warning["error"]
+
+
+# -- the prediction history ------------------------------------------------------------------
+
+
+def _history(settings, count, start):
+    inputs = [{"state": "KS", "account_length": i} for i in range(count)]
+    rows = records(inputs, [0.9 if i % 3 == 0 else 0.1 for i in range(count)], start)
+    write_history(settings.history_url, settings.state_path / "spool", rows)
+    return rows
+
+
+def test_predictions_ship_from_a_watermark_without_duplicates(settings):
+    now = datetime.now(UTC)
+    rows = _history(settings, 6, now - timedelta(hours=3))
+    with LocalSink(local_sink_path(settings)) as sink:
+        first = sync.sync_predictions(settings, sink)
+        assert (first.since, first.result.created) == (None, 6)
+        assert first.watermark == rows[-1].created_at
+        marks = json.loads(sync.watermark_path(settings).read_text())
+        assert marks == {f"{sink.target}|predictions": rows[-1].created_at.isoformat()}
+        # Rows within the overlap before the watermark are read again, and only counted.
+        again = sync.sync_predictions(settings, sink)
+        assert again.since == rows[-1].created_at - sync.WATERMARK_OVERLAP
+        assert (again.result.created, again.result.already_shipped) == (0, 6)
+        newer = _history(settings, 2, now)
+        third = sync.sync_predictions(settings, sink)
+        assert (third.result.created, third.result.already_shipped) == (2, 6)
+        assert third.watermark == newer[-1].created_at
+        everything = sync.sync_predictions(settings, sink, everything=True)
+        assert everything.since is None and everything.result.already_shipped == 8
+        assert sink.count("predictions") == 8
+        stored = sink.read("predictions")
+    assert [d["positive"] for d in stored[:3]] == [1, 0, 0]
+    assert stored[0]["input"] == {"state": "KS", "account_length": 0.0}
+    assert stored[0]["prediction_id"] == rows[0].id
+
+
+def test_the_watermark_stays_put_when_documents_were_refused(make_settings, fake_es):
+    settings = make_settings()
+    rows = _history(settings, 3, datetime.now(UTC) - timedelta(days=1))
+    fake_es.fail_item(rows[1].id, 400)
+    sink = ElasticsearchSink(
+        settings.monitoring.model_copy(update={"elasticsearch_url": fake_es.url}),
+        retry=FAST_RETRY,
+    )
+    shipped = sync.sync_predictions(settings, sink)
+    assert (shipped.result.created, shipped.result.failed) == (2, 1)
+    assert not sync.watermark_path(settings).exists()
+    retried = sync.sync_predictions(settings, sink)
+    assert (retried.result.created, retried.result.already_shipped) == (1, 2)
+    assert sync.watermark_path(settings).exists()
+    assert len(fake_es.documents()) == 3

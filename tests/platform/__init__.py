@@ -1,0 +1,1 @@
+"""Static checks of what cannot run on a development machine: Jenkins, Docker, compose, k8s."""

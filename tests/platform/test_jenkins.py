@@ -1,0 +1,311 @@
+"""Jenkins as code, checked without Jenkins: real linters plus the platform's own rules.
+
+npm-groovy-lint parses every Jenkinsfile, the shared library and the Job DSL seed; hadolint
+checks the Jenkins image. Neither knows declarative Pipeline's skeleton nor how the files tie
+together, so :mod:`tests.platform.jenkins_model` checks those: sections and stages, make
+targets, credentials, plugins, seeded jobs, pinned images. Every check is also run on a broken
+copy of the files, to show that it fails when it should.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.platform import jenkins_model as model
+from tests.platform.conftest import REPO, require_tool, run_tool
+
+#: What the checks read: copied whole into tmp_path before a test breaks a file.
+CHECKED_PATHS = ("Makefile", model.ORCHESTRATOR, model.PIPELINES_DIR, model.JENKINS_DIR)
+
+
+def copy_repository(target: Path) -> Path:
+    """Copy the files the Jenkins checks read into ``target`` and return it."""
+    for relative in CHECKED_PATHS:
+        source = REPO / relative
+        if source.is_dir():
+            shutil.copytree(source, target / relative)
+        else:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
+    return target
+
+
+def base_image(root: Path) -> str:
+    """The image the Jenkins Dockerfile builds FROM (kept out of the cases below, so that
+    moving to another LTS release needs no change here)."""
+    match = re.search(r"^FROM\s+(\S+)", (root / model.DOCKERFILE).read_text(), re.M)
+    assert match, f"no FROM in {model.DOCKERFILE}"
+    return match.group(1)
+
+
+def replace_once(root: Path, relative: str, old: str, new: str) -> None:
+    """Replace the first ``old`` in a file; fail if it is absent, so no breakage is a no-op."""
+    path = root / relative
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{relative} no longer contains {old!r}: update the breaking case"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+# --- real linters ----------------------------------------------------------------------------
+
+
+def test_groovy_lint_passes_every_groovy_file_and_fails_a_broken_one(tmp_path: Path) -> None:
+    """npm-groovy-lint 16.2.0 finds no error in the Groovy Jenkins runs, and finds the broken one.
+
+    One run for all files (the linter starts a JVM each time). The files are linted as copies
+    under tmp_path, next to the broken one: with files under two unrelated roots, CodeNarc
+    scans from their common parent, the whole file system.
+    """
+    tool = require_tool("npm-groovy-lint")
+    real = []
+    for source in model.groovy_sources(REPO):
+        copy = tmp_path / "real" / source.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
+        real.append(copy)
+    broken = tmp_path / "broken" / "data.Jenkinsfile"
+    broken.parent.mkdir()
+    data = (REPO / "pipelines/data.Jenkinsfile").read_text(encoding="utf-8")
+    broken.write_text(data + "}\n", encoding="utf-8")
+
+    result = run_tool(
+        tool,
+        "--noserver",
+        "--failon",
+        "error",
+        "--output",
+        "json",
+        *map(str, [*real, broken]),
+        cwd=tmp_path,
+        timeout=240,
+    )
+
+    report = json.loads(result.stdout)
+    errors = {
+        Path(name).resolve(): [
+            f"{issue['line']}: {issue['rule']} {issue['msg']}"
+            for issue in found["errors"]
+            if issue["severity"] == "error"
+        ]
+        for name, found in report["files"].items()
+    }
+    assert report["summary"]["totalFilesLinted"] == len(real) + 1
+    assert {path: errors.get(path.resolve(), []) for path in real} == {path: [] for path in real}
+    assert errors[broken.resolve()], "the linter accepted a Jenkinsfile with an extra brace"
+    assert result.returncode == 1
+
+
+def test_hadolint_passes_the_jenkins_image_and_fails_a_broken_one(tmp_path: Path) -> None:
+    """hadolint (warnings and errors) accepts jenkins/Dockerfile and rejects an unpinned base."""
+    tool = require_tool("hadolint")
+    result = run_tool(tool, "-t", "warning", "--no-color", model.DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    broken = copy_repository(tmp_path)
+    replace_once(broken, model.DOCKERFILE, base_image(broken), "jenkins/jenkins")
+    failed = run_tool(tool, "-t", "warning", "--no-color", str(broken / model.DOCKERFILE))
+    assert failed.returncode != 0
+    assert "DL3006" in failed.stdout  # "Always tag the version of an image explicitly"
+
+
+# --- declarative skeleton --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", model.jenkinsfiles(REPO), ids=lambda path: str(path.relative_to(REPO))
+)
+def test_jenkinsfile_is_a_well_formed_declarative_pipeline(path: Path) -> None:
+    """Every Jenkinsfile has the sections, stages and post conditions declarative expects."""
+    assert model.declarative_problems(path.read_text(encoding="utf-8")) == []
+
+
+QUALITY = "pipelines/quality.Jenkinsfile"
+
+#: (case, text to replace in the quality pipeline, replacement, expected problem)
+SKELETON_BREAKS = [
+    (
+        "stagez",
+        "stage('Test')",
+        "stagez('Test')",
+        "stages may only hold stage blocks, not 'stagez'",
+    ),
+    ("unknown-section", "options {", "optionz {", "unknown section 'optionz'"),
+    ("no-agent", "agent any", "", "pipeline: missing agent"),
+    ("post-condition", "always {", "allways {", "post: unknown condition 'allways'"),
+    ("empty-steps", "sh 'make test'", "", "empty steps"),
+    ("unnamed-stage", "stage('Test')", "stage()", "a stage needs one string name"),
+    ("two-bodies", "stage('Test') {", "stage('Test') {\nparallel { }", "exactly one of steps"),
+    ("unknown-option", "timestamps()", "timestampz()", "options: unknown 'timestampz'"),
+    ("environment", "SONAR_TOKEN = credentials", "credentials", "is not an assignment"),
+    ("syntax", "pipeline {", "pipeline {{", "not parsable"),
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [case[1:] for case in SKELETON_BREAKS],
+    ids=[case[0] for case in SKELETON_BREAKS],
+)
+def test_declarative_check_rejects_a_broken_jenkinsfile(old: str, new: str, expected: str) -> None:
+    """The skeleton check names what is wrong (npm-groovy-lint accepts all of these but one)."""
+    text = (REPO / QUALITY).read_text(encoding="utf-8")
+    assert old in text
+    problems = model.declarative_problems(text.replace(old, new, 1))
+    assert any(expected in problem for problem in problems), problems
+
+
+# --- consistency -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(model.CHECKS))
+def test_consistency_check_passes_on_the_repository(name: str) -> None:
+    """The repository's Jenkins files agree with each other, the Makefile and the plugins."""
+    assert model.CHECKS[name](REPO) == []
+
+
+@dataclass(frozen=True)
+class Break:
+    """One way of breaking a copy of the repository, and what the named check must then say."""
+
+    check: str
+    apply: Callable[[Path], None]
+    expected: str
+
+
+def _replacing(relative: str, old: str, new: str) -> Callable[[Path], None]:
+    return lambda root: replace_once(root, relative, old, new)
+
+
+def _adding_pipeline(root: Path) -> None:
+    shutil.copy2(root / "pipelines/data.Jenkinsfile", root / "pipelines/nightly.Jenkinsfile")
+
+
+def _appending(relative: str, text: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        with (root / relative).open("a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    return apply
+
+
+CASC = model.CASC_DIR
+BREAKS = {
+    "make-target-typo": Break(
+        "make-targets-exist",
+        _replacing("pipelines/data.Jenkinsfile", "make data-check", "make data-chek"),
+        "`make data-chek` is not a Makefile target",
+    ),
+    "raw-command": Break(
+        "sh-runs-only-make",
+        _replacing(QUALITY, "sh 'make test'", "sh 'pytest -q'"),
+        "not a make call: 'pytest -q'",
+    ),
+    "unknown-credentials": Break(
+        "credentials-defined",
+        _replacing(
+            "pipelines/monitoring.Jenkinsfile", "credentials('retrain-token')", "credentials('rt')"
+        ),
+        "credentials 'rt' are not defined",
+    ),
+    "credentials-removed": Break(
+        "credentials-defined",
+        _replacing(f"{CASC}/credentials.yaml", 'id: "smtp"', 'id: "mail"'),
+        "credentials 'smtp' are not defined",
+    ),
+    "plugin-removed": Break(
+        "steps-have-plugins",
+        _replacing(model.PLUGINS_FILE, "coverage:3.3240.vb_5a_8809f7523\n", ""),
+        "recordCoverage: needs plugin 'coverage'",
+    ),
+    "unknown-step": Break(
+        "steps-have-plugins",
+        _replacing(QUALITY, "sh 'make test'", "sh 'make test'\nslackSend(message: 'done')"),
+        "slackSend: no plugin known",
+    ),
+    "plugin-unpinned": Break(
+        "plugins-pinned",
+        _replacing(model.PLUGINS_FILE, "sonar:2.18.2", "sonar:latest"),
+        "not pinned as id:version: 'sonar:latest'",
+    ),
+    "pipeline-without-job": Break(
+        "seed-matches-files",
+        _adding_pipeline,
+        "pipelines/nightly.Jenkinsfile has no job",
+    ),
+    "job-without-pipeline": Break(
+        "seed-matches-files",
+        _replacing(model.SEED_FILE, "'pipelines/publish.Jenkinsfile'", "'pipelines/p.Jenkinsfile'"),
+        "runs pipelines/p.Jenkinsfile, which does not exist",
+    ),
+    "orchestrator-unknown-job": Break(
+        "orchestrator-chain",
+        _replacing(model.ORCHESTRATOR, "build(job: 'data'", "build(job: 'dataset'"),
+        "builds job 'dataset', which the seed does not create",
+    ),
+    "base-image-unpinned": Break(
+        "images-pinned",
+        lambda root: replace_once(root, model.DOCKERFILE, base_image(root), "jenkins/jenkins:lts"),
+        "'jenkins/jenkins:lts' is not pinned",
+    ),
+    "copied-image-unpinned": Break(
+        "images-pinned",
+        _replacing(model.DOCKERFILE, "docker:29.1.3-cli", "docker:cli"),
+        "'docker:cli' is not pinned",
+    ),
+    "seed-not-in-image": Break(
+        "casc-files-in-image",
+        _replacing(f"{CASC}/jobs.yaml", "file: /usr/share/jenkins/jobs/pipelines", "file: /x/seed"),
+        "job script /x/seed.groovy is not a file the image copies",
+    ),
+    "casc-root-twice": Break(
+        "casc-roots",
+        _appending(f"{CASC}/unclassified.yaml", "jenkins:\n  numExecutors: 1\n"),
+        "'jenkins' is also in",
+    ),
+    "sonar-server-unknown": Break(
+        "named-servers",
+        _replacing(QUALITY, "withSonarQubeEnv('sonarqube')", "withSonarQubeEnv('sonar')"),
+        "SonarQube server 'sonar' is not configured",
+    ),
+    "library-unknown": Break(
+        "named-servers",
+        _replacing("pipelines/data.Jenkinsfile", "@Library('xgbops')", "@Library('lib')"),
+        "library 'lib' is not configured",
+    ),
+    "no-notification": Break(
+        "pipelines-notify",
+        _replacing("pipelines/publish.Jenkinsfile", "notifyResult()", "echo 'done'"),
+        "pipelines/publish.Jenkinsfile: post { always { notifyResult(...) } }",
+    ),
+    "option-missing": Break(
+        "required-options",
+        _replacing("pipelines/training.Jenkinsfile", "timestamps()", ""),
+        "pipelines/training.Jenkinsfile: options without timestamps",
+    ),
+}
+
+
+def test_every_consistency_check_has_a_breaking_case() -> None:
+    """No check goes untested against a broken copy."""
+    assert {case.check for case in BREAKS.values()} == set(model.CHECKS)
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_consistency_check_fails_on_a_broken_copy(case: str, tmp_path: Path) -> None:
+    """Break one file of a copy: the check that guards it reports exactly that."""
+    broken = BREAKS[case]
+    check = model.CHECKS[broken.check]
+    root = copy_repository(tmp_path)
+    assert check(root) == []  # the copy is complete: only the breakage below can fail it
+
+    broken.apply(root)
+
+    problems = check(root)
+    assert any(broken.expected in problem for problem in problems), problems
