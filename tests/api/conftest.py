@@ -137,13 +137,20 @@ def servers(
 class SteadyLoad:
     """Client threads POSTing one record to /predict until stopped (a bounded soak test).
 
-    ``statuses`` counts answers by status; ``answers`` holds every 200 body in arrival order.
+    ``statuses`` counts answers by status (0: the connection failed); ``timed_answers`` holds
+    every 200 body in arrival order with the monotonic time its request was sent, so a test can
+    judge by time rather than by count.
     """
 
-    def __init__(self, url: str, body: dict[str, Any], threads: int = 2) -> None:
+    def __init__(
+        self, url: str, body: dict[str, Any], threads: int = 2, keep_alive: bool = True
+    ) -> None:
         self.url, self.body = url, body
+        # Without keep-alive every request is a new connection that any worker may accept, so
+        # the load spreads over all workers of a gunicorn server.
+        self._limits = httpx.Limits(max_keepalive_connections=None if keep_alive else 0)
         self.statuses: Counter[int] = Counter()
-        self.answers: list[dict[str, Any]] = []
+        self.timed_answers: list[tuple[float, dict[str, Any]]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
@@ -157,10 +164,20 @@ class SteadyLoad:
         for thread in self._threads:
             thread.join(30)
 
+    @property
+    def answers(self) -> list[dict[str, Any]]:
+        """Every 200 body in arrival order."""
+        return [answer for _, answer in self.timed_answers]
+
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
+        with httpx.Client(base_url=self.url, timeout=30, limits=self._limits) as client:
             while not self._stop.is_set():
-                response = client.post("/predict", json=self.body)
+                sent_at = time.monotonic()
+                try:
+                    response = client.post("/predict", json=self.body)
+                except httpx.TransportError:  # a dropped request counts as a failure, status 0
+                    self.statuses[0] += 1
+                    continue
                 self.statuses[response.status_code] += 1
                 if response.status_code == 200:
-                    self.answers.append(response.json())
+                    self.timed_answers.append((sent_at, response.json()))
