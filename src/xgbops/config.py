@@ -261,6 +261,12 @@ class DriftSettings(_Strict):
     psi_threshold: float = Field(default=0.2, gt=0)
     #: p-value below which the KS / chi-square test says the distributions differ.
     p_value: float = Field(default=0.01, gt=0, lt=1)
+    #: How the p-values of one report are adjusted for testing every feature at once. Without
+    #: a correction, 20 tests at p < 0.01 flag something in about 1 window in 5 with no drift.
+    #: ``benjamini-hochberg`` (scipy's ``false_discovery_control``) keeps that rate at
+    #: ``p_value`` yet loses little power when several features really move; ``bonferroni``
+    #: is stricter still; ``none`` judges each test alone.
+    correction: Literal["none", "bonferroni", "benjamini-hochberg"] = "benjamini-hochberg"
     #: Fewest recent predictions a drift report needs.
     min_samples: int = Field(default=100, ge=10)
     #: Bins for PSI on numeric features (quantiles of the training reference).

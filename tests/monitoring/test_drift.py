@@ -19,6 +19,7 @@ from xgbops.monitoring.drift import (
     MIN_INDICATIVE_ROWS,
     PREDICTION_FEATURE,
     Inputs,
+    adjust_p_values,
     build_report,
     categorical_drift,
     numeric_drift,
@@ -77,9 +78,11 @@ def test_a_random_subsample_of_the_reference_shows_no_drift(data, seed):
     assert report.drifted_features == [], report.to_text()
 
 
-def test_a_shifted_sample_is_flagged_on_exactly_the_shifted_features(data):
+@pytest.mark.parametrize("correction", ["benjamini-hochberg", "bonferroni", "none"])
+def test_a_shifted_sample_is_flagged_on_exactly_the_shifted_features(data, correction):
     settings, reference, holdout = data
-    report = _report(settings, reference, _shifted(reference, holdout))
+    drift = settings.monitoring.drift.model_copy(update={"correction": correction})
+    report = _report(settings, reference, _shifted(reference, holdout), drift)
     assert report.drift_detected and report.status == "drift"
     assert set(report.drifted_features) == {"total_day_minutes", "international_plan"}
     by_name = {f.feature: f for f in report.features}
@@ -87,6 +90,50 @@ def test_a_shifted_sample_is_flagged_on_exactly_the_shifted_features(data):
     assert by_name["international_plan"].test == "chi2"
     assert by_name["total_day_minutes"].window_mean > by_name["total_day_minutes"].reference_mean
     assert "DRIFT in 2 feature(s)" in report.to_text()
+
+
+def test_p_values_are_adjusted_as_bonferroni_and_benjamini_hochberg_define_them():
+    p_values = [0.01, 0.04, 0.03, 0.005]
+    assert adjust_p_values(p_values, "none") == p_values
+    assert adjust_p_values(p_values, "bonferroni") == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    # Sorted 0.005, 0.01, 0.03, 0.04 -> p * 4 / rank = 0.02, 0.02, 0.04, 0.04 (then monotone).
+    assert adjust_p_values(p_values, "benjamini-hochberg") == pytest.approx(
+        [0.02, 0.04, 0.04, 0.02]
+    )
+    assert adjust_p_values([0.3], "bonferroni") == [0.3]
+    assert adjust_p_values([0.9, 0.8], "bonferroni") == [1.0, 1.0]
+
+
+def test_the_correction_cuts_false_alarms_on_unshifted_windows(data):
+    """Windows drawn from the reference itself have not drifted: every alarm is a false one.
+
+    With 20 tests per report judged alone, 3 of these 40 windows raise an alarm; adjusted
+    together, none does (the default keeps the rate near ``p_value``).
+    """
+    settings, reference, _ = data
+    alarms = {}
+    for correction in ("none", "benjamini-hochberg", "bonferroni"):
+        drift = DriftSettings(correction=correction)
+        windows = (reference.sample(100, random_state=seed) for seed in range(40))
+        alarms[correction] = sum(
+            _report(settings, reference, window, drift).drift_detected for window in windows
+        )
+    assert alarms["none"] > alarms["benjamini-hochberg"] >= alarms["bonferroni"], alarms
+    assert alarms["benjamini-hochberg"] <= 1, alarms
+
+
+def test_the_report_shows_raw_and_adjusted_p_values(data):
+    settings, reference, holdout = data
+    report = _report(settings, reference, _shifted(reference, holdout))
+    assert report.p_value_correction == "benjamini-hochberg"
+    tested = [f for f in report.features if f.p_value is not None]
+    assert len(tested) > 10
+    assert all(f.adjusted_p_value >= f.p_value for f in tested)
+    assert any(f.adjusted_p_value > f.p_value for f in tested)
+    assert all(f.test_drifted == (f.adjusted_p_value < report.p_value_threshold) for f in tested)
+    assert "(p-values adjusted: benjamini-hochberg)" in report.to_text()
+    summary = report.events()[0]
+    assert summary.p_value_correction == "benjamini-hochberg"
 
 
 def test_a_category_share_change_alone_is_flagged(data):

@@ -10,7 +10,8 @@ For each feature two measures are computed, because each misleads alone:
   chi-square homogeneity for categorical ones.
 
 A feature has drifted when its PSI reaches ``monitoring.drift.psi_threshold`` *and* the test's
-p-value is below ``monitoring.drift.p_value`` (or no test applies). PSI alone is biased upwards
+p-value, adjusted for the report's other tests (``monitoring.drift.correction``), is below
+``monitoring.drift.p_value`` (or no test applies). PSI alone is biased upwards
 on small windows with many bins (a 51-category feature over 100 rows scores about 0.5 with no
 drift at all); a test alone flags differences too small to matter once windows are large.
 The predicted probability is checked the same way, against the reference scored by the same
@@ -74,6 +75,7 @@ class DriftReport(BaseModel):
     window_rows: int
     psi_threshold: float
     p_value_threshold: float
+    p_value_correction: Literal["none", "bonferroni", "benjamini-hochberg"] = "none"
     min_samples: int
     features: list[FeatureDrift] = Field(default_factory=list)
     prediction: FeatureDrift | None = None
@@ -139,19 +141,26 @@ class DriftReport(BaseModel):
             f"window: {format_time(self.window_start)} to {format_time(self.window_end)} "
             f"({self.window_hours:g} h, {self.window_rows} predictions); "
             f"reference: {self.reference_rows} training rows",
-            f"thresholds: PSI >= {self.psi_threshold:g} and p-value < {self.p_value_threshold:g}",
+            f"thresholds: PSI >= {self.psi_threshold:g} and p-value < {self.p_value_threshold:g}"
+            f" (p-values adjusted: {self.p_value_correction})",
         ]
         rows = sorted(self.features, key=lambda f: -f.psi)
         if self.prediction is not None:
             rows.insert(0, self.prediction)
         if rows:
-            lines.append(f"{'feature':<32} {'type':<11} {'PSI':>8} {'test':>5} {'p-value':>10}")
+            lines.append(
+                f"{'feature':<32} {'type':<11} {'PSI':>8} {'test':>5} {'p-value':>10} "
+                f"{'adjusted':>10}"
+            )
         for row in rows:
-            p_value = "n/a" if row.p_value is None else f"{row.p_value:.3g}"
+            p_values = [
+                "n/a" if value is None else f"{value:.3g}"
+                for value in (row.p_value, row.adjusted_p_value)
+            ]
             mark = "  DRIFT" if row.drifted else ""
             lines.append(
                 f"{row.feature:<32} {row.feature_type:<11} {row.psi:>8.4f} "
-                f"{row.test or '-':>5} {p_value:>10}{mark}"
+                f"{row.test or '-':>5} {p_values[0]:>10} {p_values[1]:>10}{mark}"
             )
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines) + "\n"
@@ -187,6 +196,7 @@ class DriftReport(BaseModel):
             prediction_drifted=None if self.prediction is None else self.prediction.drifted,
             psi_threshold=self.psi_threshold,
             p_value_threshold=self.p_value_threshold,
+            p_value_correction=self.p_value_correction,
             min_samples=self.min_samples,
         )
         rows = self.features + ([self.prediction] if self.prediction is not None else [])
@@ -395,6 +405,7 @@ def build_report(
         window_rows=len(inputs.window),
         psi_threshold=drift.psi_threshold,
         p_value_threshold=drift.p_value,
+        p_value_correction=drift.correction,
         min_samples=drift.min_samples,
     )
     if report.window_rows < MIN_INDICATIVE_ROWS:
@@ -404,6 +415,7 @@ def build_report(
         report.prediction = numeric_drift(
             PREDICTION_FEATURE, inputs.reference_scores, inputs.window_scores, drift, "prediction"
         )
+    report.features, report.prediction = _corrected(report.features, report.prediction, drift)
     if not report.enough_samples:
         # The statistics are shown (a first look after a handful of predictions) but judge
         # nothing: PSI and the tests are unstable on so few rows.
@@ -414,6 +426,42 @@ def build_report(
             f"{report.min_samples} a verdict needs (XGBOPS_MONITORING__DRIFT__MIN_SAMPLES)"
         )
     return report
+
+
+def adjust_p_values(
+    p_values: Sequence[float], correction: Literal["none", "bonferroni", "benjamini-hochberg"]
+) -> list[float]:
+    """``p_values`` adjusted for being tested together (each compared with the same threshold).
+
+    Bonferroni multiplies by the number of tests; Benjamini-Hochberg is scipy's
+    ``false_discovery_control``, which controls the false discovery rate and, when nothing
+    drifted at all, the chance of any false alarm.
+    """
+    if correction == "none" or len(p_values) < 2:
+        return list(p_values)
+    values = np.asarray(p_values, dtype=np.float64)
+    if correction == "bonferroni":
+        return [float(v) for v in np.minimum(values * values.size, 1.0)]
+    return [float(v) for v in stats.false_discovery_control(values, method="bh")]
+
+
+def _corrected(
+    features: list[FeatureDrift], prediction: FeatureDrift | None, drift: DriftSettings
+) -> tuple[list[FeatureDrift], FeatureDrift | None]:
+    """Every row's ``test_drifted``/``drifted`` judged again on p-values adjusted together."""
+    rows = features + ([prediction] if prediction is not None else [])
+    tested = [index for index, row in enumerate(rows) if row.p_value is not None]
+    adjusted = adjust_p_values([float(rows[i].p_value or 0.0) for i in tested], drift.correction)
+    for index, p_value in zip(tested, adjusted):
+        test_drifted = p_value < drift.p_value
+        rows[index] = rows[index].model_copy(
+            update={
+                "adjusted_p_value": p_value,
+                "test_drifted": test_drifted,
+                "drifted": rows[index].psi_drifted and test_drifted,
+            }
+        )
+    return rows[: len(features)], (rows[-1] if prediction is not None else None)
 
 
 def _withheld(row: FeatureDrift) -> FeatureDrift:
@@ -443,6 +491,7 @@ def _verdict(
         test=test,
         statistic=statistic,
         p_value=p_value,
+        adjusted_p_value=p_value,
         psi_drifted=psi_drifted,
         test_drifted=test_drifted,
         drifted=psi_drifted and (test_drifted or p_value is None),

@@ -215,6 +215,7 @@ class DriftReportEvent(Event):
     prediction_drifted: bool | None = None
     psi_threshold: float
     p_value_threshold: float
+    p_value_correction: Literal["none", "bonferroni", "benjamini-hochberg"] = "none"
     min_samples: int
 
     @property
@@ -236,6 +237,9 @@ class FeatureDrift(BaseModel):
     test: Literal["ks", "chi2"] | None = None
     statistic: float | None = None
     p_value: float | None = None
+    #: ``p_value`` adjusted for the report's other tests (``monitoring.drift.correction``): the
+    #: value ``test_drifted`` is judged on. Equal to ``p_value`` with no correction.
+    adjusted_p_value: float | None = None
     psi_drifted: bool
     test_drifted: bool
     drifted: bool

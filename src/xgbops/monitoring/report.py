@@ -334,7 +334,7 @@ def _drift_view(settings: Settings, sink: _SinkReader) -> View:
         view.plots.append(
             _plot("Drift checks over time", lambda ax: _draw_checks(ax, reports, threshold))
         )
-    view.headers = ["feature", "type", "PSI", "test", "p-value", "verdict"]
+    view.headers = ["feature", "type", "PSI", "test", "p-value", "adjusted", "verdict"]
     view.rows = [
         [
             str(r["feature"]),
@@ -342,6 +342,7 @@ def _drift_view(settings: Settings, sink: _SinkReader) -> View:
             f"{float(r['psi']):.4f}",
             str(r.get("test") or "-"),
             _number(r.get("p_value"), "{:.3g}"),
+            _number(r.get("adjusted_p_value"), "{:.3g}"),
             ("DRIFT" if r.get("drifted") else "") if judged else "no verdict",
         ]
         for r in reversed(rows)
