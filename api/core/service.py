@@ -40,13 +40,11 @@ from api.core.history import (
     PredictionRecord,
     migrate,
 )
+from api.core.query import parse_history_query
 from api.core.retrain import RetrainJobs
 from api.core.schema import UNKNOWN, RecordSpec
 
 log = structlog.get_logger(__name__)
-
-MAX_PAGE = 500
-MAX_OFFSET = 2**31 - 1  # what every SQL backend takes as an integer
 
 
 class PredictionService:
@@ -261,31 +259,22 @@ class PredictionService:
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
 
     def predictions(self, pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, Any]:
-        """A page of the prediction history, newest first.
-
-        Query keys: ``limit`` (1-500), ``offset``, ``since``/``until`` (ISO 8601) and
-        ``model_version``.
-        """
-        query = _single_values(pairs.items() if isinstance(pairs, Mapping) else pairs)
-        limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
-        offset = _int_param(query, "offset", 0, 0, MAX_OFFSET)
-        since, until = _time_param(query, "since"), _time_param(query, "until")
-        version = query.get("model_version") or None
-        unknown = sorted(set(query) - {"limit", "offset", "since", "until", "model_version"})
-        if unknown:
-            raise ValidationFailed(
-                [FieldError(field_path(name), "unknown parameter") for name in unknown]
-            )
+        """A page of the prediction history, newest first (the query: :mod:`api.core.query`)."""
+        query = parse_history_query(pairs.items() if isinstance(pairs, Mapping) else pairs)
         try:
             records, total = self.reader.page(
-                limit=limit, offset=offset, since=since, until=until, model_version=version
+                limit=query.limit,
+                offset=query.offset,
+                since=query.since,
+                until=query.until,
+                model_version=query.model_version,
             )
         except SQLAlchemyError as exc:
             raise HistoryUnavailable(f"the prediction history cannot be read now: {exc}") from None
         return {
             "total": total,
-            "limit": limit,
-            "offset": offset,
+            "limit": query.limit,
+            "offset": query.offset,
             "items": [_record_doc(r) for r in records],
         }
 
@@ -330,46 +319,3 @@ def _record_doc(record: PredictionRecord) -> dict[str, Any]:
     doc = asdict(record)
     doc["created_at"] = record.created_at.isoformat()
     return doc
-
-
-def _single_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Query parameters as a dict; a parameter given twice is refused (which one wins is moot)."""
-    query: dict[str, str] = {}
-    repeated = set()
-    for name, value in pairs:
-        if name in query:
-            repeated.add(name)
-        query[name] = value
-    if repeated:
-        raise ValidationFailed(
-            [FieldError(field_path(name), "given more than once") for name in sorted(repeated)]
-        )
-    return query
-
-
-def _int_param(query: dict[str, Any], name: str, default: int, low: int, high: int | None) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationFailed([FieldError(name, "must be a whole number")]) from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValidationFailed([FieldError(name, f"must be {bound}")])
-    return value
-
-
-def _time_param(query: dict[str, Any], name: str) -> datetime | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed([FieldError(name, "must be an ISO 8601 date-time")]) from None
-    try:
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    except OverflowError:  # e.g. 0001-01-01T01:00+02:00 is before year 1 in UTC
-        raise ValidationFailed([FieldError(name, "is out of the supported range")]) from None

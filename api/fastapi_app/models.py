@@ -52,7 +52,9 @@ def record_model(spec: RecordSpec, name: str = "Record") -> type[BaseModel]:
 def batch_model(record: type[BaseModel], limit: int) -> type[BaseModel]:
     """``{"records": [Record, ...]}`` for the OpenAPI document (the core checks the records)."""
     records = (list[record], Field(min_length=1, max_length=limit))  # type: ignore[valid-type]
-    return create_model("Batch", records=records)
+    config = ConfigDict(extra="forbid")  # documents additionalProperties: false
+    model: type[BaseModel] = create_model("Batch", __config__=config, records=records)
+    return model
 
 
 class Prediction(BaseModel):

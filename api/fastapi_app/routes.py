@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from api.core import errors, metrics
 from api.core.body import read_json
+from api.core.query import OPENAPI_PARAMETERS
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import BatchResponse, ErrorBody, PredictResponse
@@ -28,6 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
         (400, "unreadable body"),
+        (413, "body too large"),
         (415, "not JSON"),
         (422, "invalid fields"),
         (503, "no champion loaded"),
@@ -128,10 +130,10 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         tags=["retrain"],
         openapi_extra=BEARER,
         responses={
-            401: {"model": ErrorBody},
-            403: {"model": ErrorBody},
-            409: {"model": ErrorBody},
-            429: {"model": ErrorBody},
+            401: {"model": ErrorBody, "description": "no bearer token"},
+            403: {"model": ErrorBody, "description": "wrong token or disabled"},
+            409: {"model": ErrorBody, "description": "a job is running"},
+            429: {"model": ErrorBody, "description": "rate limited"},
         },
     )
     def retrain(request: Request, response: Response, service: ServiceDep) -> dict[str, Any]:
@@ -145,7 +147,11 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         "/retrain/{job_id}",
         tags=["retrain"],
         openapi_extra=BEARER,
-        responses={404: {"model": ErrorBody}},
+        responses={
+            401: {"model": ErrorBody, "description": "no bearer token"},
+            403: {"model": ErrorBody, "description": "wrong token or disabled"},
+            404: {"model": ErrorBody, "description": "no such job"},
+        },
     )
     def retrain_status(job_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
         """Status (queued, running, succeeded, failed), result and error of a job."""
@@ -168,19 +174,14 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         """Name, version, alias, trained-at, holdout metrics and input features."""
         return service.model_info()
 
-    @api.get("/predictions", tags=["operations"], responses={422: ERRORS[422]})
-    def predictions(
-        request: Request,
-        service: ServiceDep,
-        *,
-        limit: Annotated[str | None, Query(description="1 to 500 (default 50)")] = None,
-        offset: Annotated[str | None, Query(description=">= 0")] = None,
-        since: Annotated[str | None, Query(description="ISO 8601, inclusive")] = None,
-        until: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
-        model_version: str | None = None,
-    ) -> dict[str, Any]:
+    @api.get(
+        "/predictions",
+        tags=["operations"],
+        responses={422: ERRORS[422]},
+        openapi_extra={"parameters": OPENAPI_PARAMETERS},  # checked by the core, not FastAPI
+    )
+    def predictions(request: Request, service: ServiceDep) -> dict[str, Any]:
         """Stored predictions, newest first; page with limit/offset, filter by time/version."""
-        del limit, offset, since, until, model_version  # documented here, checked by the core
         return service.predictions(request.query_params.multi_items())
 
     @api.get("/metrics", tags=["operations"], response_class=Response)

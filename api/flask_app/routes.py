@@ -11,12 +11,12 @@ from flask_smorest import Blueprint
 from webargs.flaskparser import FlaskParser
 
 from api.core import metrics
+from api.core.query import OPENAPI_PARAMETERS
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService
 from api.flask_app.schemas import (
     BatchResponseSchema,
     ErrorBodySchema,
-    HistoryQuerySchema,
     PredictResponseSchema,
     batch_schema,
     record_schema,
@@ -169,7 +169,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class Predictions(MethodView):
         """The prediction history."""
 
-        @ops.doc(parameters=_query_params())
+        @ops.doc(parameters=OPENAPI_PARAMETERS)
         @ops.response(200, description="a page of predictions, newest first")
         @ops.alt_response(422, schema=ErrorBodySchema)
         def get(self) -> dict[str, Any]:
@@ -207,23 +207,3 @@ def _body_errors(blueprint: Blueprint) -> Callable[[Any], Any]:
         return view
 
     return decorate
-
-
-def _query_params() -> list[dict[str, Any]]:
-    """OpenAPI parameters of GET /predictions, from its documented schema."""
-    params = []
-    for name, field in HistoryQuerySchema().fields.items():
-        kind = {"Integer": "integer", "DateTime": "string"}.get(type(field).__name__, "string")
-        schema: dict[str, Any] = {"type": kind}
-        if type(field).__name__ == "DateTime":
-            schema["format"] = "date-time"
-        params.append(
-            {
-                "in": "query",
-                "name": name,
-                "required": False,
-                "schema": schema,
-                "description": field.metadata.get("description", ""),
-            }
-        )
-    return params

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from api.core import schema as core
 from api.core.schema import FieldSpec, InvalidValue, RecordSpec
@@ -88,7 +88,7 @@ def batch_schema(record: type[Schema], limit: int) -> type[Schema]:
             validate=validate.Length(min=1, max=limit),
             metadata={"description": f"1 to {limit} records"},
         ),
-        "Meta": type("Meta", (), {"unknown": EXCLUDE}),
+        "Meta": type("Meta", (), {"unknown": RAISE}),  # documents additionalProperties: false
     }
     return type("Batch", (Schema,), attributes)
 
@@ -132,13 +132,3 @@ class ErrorBodySchema(Schema):
     error = fields.String()
     message = fields.String()
     detail = fields.List(fields.Nested(ErrorDetailSchema))
-
-
-class HistoryQuerySchema(Schema):
-    """Query parameters of GET /predictions (checked by the core, documented here)."""
-
-    limit = fields.Integer(validate=validate.Range(1, 500), metadata={"example": 50})
-    offset = fields.Integer(validate=validate.Range(min=0))
-    since = fields.DateTime(metadata={"description": "ISO 8601, inclusive"})
-    until = fields.DateTime(metadata={"description": "ISO 8601, exclusive"})
-    model_version = fields.String()
