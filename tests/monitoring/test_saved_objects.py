@@ -2,11 +2,13 @@
 checked from the files alone since no Kibana runs here.
 
 Every saved object parses; every reference resolves (to an object of the files); every field a
-Lens visualisation uses (columns, sort fields, KQL queries and filters) exists in the mapping of
-the index template whose patterns the data view's title matches (monitoring/elasticsearch, with
-its component templates), or in the documented Metricbeat field list for Metricbeat's indices,
-and has a type the operation accepts; each event index family has a data view; the four
-dashboards exist. Each check is also run on a broken copy, where it must fail.
+Lens visualisation uses (columns, sort fields, KQL queries and filters, the queries of a
+``filters`` bucket column, and the fields and ``kql=`` queries written in a formula) exists in the
+mapping of the index template whose patterns the data view's title matches
+(monitoring/elasticsearch, with its component templates), or in the documented Metricbeat field
+list for Metricbeat's indices, and has a type the operation accepts; the helper columns a formula
+or math column references exist; each event index family has a data view; the four dashboards
+exist. Each check is also run on a broken copy, where it must fail.
 """
 
 from __future__ import annotations
@@ -35,17 +37,21 @@ DASHBOARDS = {"Models", "Predictions", "Drift", "System & containers"}
 NUMERIC = {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float"}
 NUMERIC |= {"unsigned_long"}
 KEYWORD = {"keyword", "constant_keyword", "flattened"}
+#: An Elasticsearch ``histogram`` field (Metricbeat's prometheus.<metric>.histogram): Lens' metric
+#: operations and percentiles take it (``supportedTypes = ['number', 'histogram']`` in Kibana's
+#: Lens operation definitions), bucket operations and counts do not.
+HISTOGRAM = {"histogram"}
 #: Field types each Lens operation accepts (Lens' own field filters, for the types we map).
 OPERATION_FIELD_TYPES = {
     "date_histogram": {"date"},
-    "average": NUMERIC,
-    "sum": NUMERIC,
-    "min": NUMERIC,
-    "max": NUMERIC,
-    "median": NUMERIC,
-    "percentile": NUMERIC,
-    "percentile_rank": NUMERIC,
-    "standard_deviation": NUMERIC,
+    "average": NUMERIC | HISTOGRAM,
+    "sum": NUMERIC | HISTOGRAM,
+    "min": NUMERIC | HISTOGRAM,
+    "max": NUMERIC | HISTOGRAM,
+    "median": NUMERIC | HISTOGRAM,
+    "percentile": NUMERIC | HISTOGRAM,
+    "percentile_rank": NUMERIC | HISTOGRAM,
+    "standard_deviation": NUMERIC | HISTOGRAM,
     "terms": KEYWORD | NUMERIC | {"ip", "boolean"},
     "unique_count": KEYWORD | NUMERIC | {"ip", "boolean", "date"},
     "last_value": KEYWORD | NUMERIC | {"ip", "boolean", "date"},
@@ -53,15 +59,18 @@ OPERATION_FIELD_TYPES = {
 }
 #: The column dataType Lens gives a field of each type.
 DATA_TYPES = {
-    "number": NUMERIC,
+    "number": NUMERIC | HISTOGRAM,
     "string": KEYWORD | {"ip"},
     "date": {"date"},
     "boolean": {"boolean"},
 }
-#: Operations without a source field.
+#: Operations without a source field (``filters`` buckets by its KQL queries, checked apart).
 FIELDLESS = {"static_value", "formula", "math", "time_range", "cumulative_sum", "differences"}
-FIELDLESS |= {"moving_average", "counter_rate", "overall_sum", "overall_average"}
+FIELDLESS |= {"moving_average", "counter_rate", "overall_sum", "overall_average", "filters"}
 _KQL_FIELD = re.compile(r"(?<![\w.@\"'*])([A-Za-z_@][\w.@]*)\s*:")
+#: In a formula: ``kql='...'`` / ``lucene='...'`` arguments, and ``operation(field`` calls.
+_FORMULA_QUERY = re.compile(r"\b(?:kql|lucene)\s*=\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+_FORMULA_CALL = re.compile(r"\b([a-z_]+)\(\s*([A-Za-z_@][\w.@]*)\s*[,)]")
 _LAYER_REF = "indexpattern-datasource-layer-"
 
 
@@ -186,6 +195,21 @@ def kql_fields(query: Any) -> list[str]:
     return _KQL_FIELD.findall(query["query"])
 
 
+def formula_fields(formula: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """A Lens formula's ``(operation, field)`` calls and the fields its ``kql=`` queries name.
+
+    Lens saves a formula with helper columns (checked as columns), but re-parses the text when
+    the panel is edited: the text must name the same, existing fields.
+    """
+    queries = [m.group(1)[1:-1] for m in _FORMULA_QUERY.finditer(formula)]
+    calls = [
+        (operation, field)
+        for operation, field in _FORMULA_CALL.findall(_FORMULA_QUERY.sub("", formula))
+        if operation in OPERATION_FIELD_TYPES
+    ]
+    return calls, [name for q in queries for name in kql_fields({"query": q})]
+
+
 # --- checks -----------------------------------------------------------------------------------
 def reference_problems(objects: list[dict[str, Any]]) -> list[str]:
     """References that point nowhere, panels without their reference, duplicate objects."""
@@ -267,6 +291,20 @@ def _column_problems(
         for name in kql_fields(column.get("filter")):
             if _field_type(fields, name) is None:
                 problems.append(f"{at}: filter field {name!r} not in the mapping of {title}")
+        problems += [
+            f"{at}: references {ref!r}, which the layer does not have"
+            for ref in column.get("references", [])
+            if ref not in columns
+        ]
+        if operation == "filters":
+            for bucket in column.get("params", {}).get("filters", []):
+                for name in kql_fields(bucket.get("input")):
+                    if _field_type(fields, name) is None:
+                        problems.append(
+                            f"{at}: filters field {name!r} not in the mapping of {title}"
+                        )
+        if operation == "formula":
+            problems += _formula_problems(at, column, fields, title)
         if operation in FIELDLESS:
             continue
         source = column.get("sourceField")
@@ -290,6 +328,24 @@ def _column_problems(
         order = column.get("params", {}).get("orderBy", {})
         if order.get("type") == "column" and order.get("columnId") not in columns:
             problems.append(f"{at}: ordered by a missing column {order.get('columnId')!r}")
+    return problems
+
+
+def _formula_problems(
+    at: str, column: dict[str, Any], fields: dict[str, str], title: str
+) -> list[str]:
+    calls, query_fields = formula_fields(column.get("params", {}).get("formula") or "")
+    problems = [
+        f"{at}: formula query field {name!r} not in the mapping of {title}"
+        for name in query_fields
+        if _field_type(fields, name) is None
+    ]
+    for operation, source in calls:
+        kind = _field_type(fields, source)
+        if kind is None:
+            problems.append(f"{at}: formula field {source!r} not in the mapping of {title}")
+        elif kind not in OPERATION_FIELD_TYPES[operation]:
+            problems.append(f"{at}: formula {operation} cannot use {source!r} of type {kind}")
     return problems
 
 
@@ -399,6 +455,8 @@ def test_every_lens_field_is_checked_against_a_mapping():
         view_fields("metricbeat-*,metrics-*", sources)["docker.memory.usage.pct"] == "scaled_float"
     )
     assert view_fields("xgbops-training-runs", sources)["metrics.roc_auc"] == "double"
+    histogram = "prometheus.xgbops_http_request_duration_seconds.histogram"
+    assert view_fields("metricbeat-*,metrics-*", sources)[histogram] == "histogram"
 
 
 @pytest.mark.parametrize(
@@ -484,6 +542,45 @@ def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected
             ),
             "dataType 'string' does not fit 'version_number' (integer)",
         ),
+        (
+            "kibana/dashboard-predictions.ndjson",
+            lambda t: t.replace(
+                '"operationType":"percentile","sourceField":"prometheus.xgbops_http_request_',
+                '"operationType":"terms","sourceField":"prometheus.xgbops_http_request_',
+                1,
+            ),
+            "terms cannot use 'prometheus.xgbops_http_request_duration_seconds.histogram' "
+            "of type histogram",
+        ),
+        (
+            "kibana/dashboard-predictions.ndjson",
+            lambda t: t.replace(
+                '"query":"prometheus.labels.status : 5*","language":"kuery"},"label":"5xx"',
+                '"query":"prometheus.labels.code : 5*","language":"kuery"},"label":"5xx"',
+            ),
+            "filters field 'prometheus.labels.code' not in the mapping of metricbeat-*,metrics-*",
+        ),
+        (
+            "kibana/dashboard-predictions.ndjson",
+            lambda t: t.replace(
+                '"formula":"sum(prometheus.xgbops_http_requests_total.rate,',
+                '"formula":"sum(prometheus.xgbops_http_requests_total.rates,',
+                1,
+            ),
+            "formula field 'prometheus.xgbops_http_requests_total.rates' not in the mapping",
+        ),
+        (
+            "kibana/dashboard-predictions.ndjson",
+            lambda t: t.replace(
+                "kql='prometheus.labels.status : 5*')", "kql='prometheus.labels.code : 5*')", 1
+            ),
+            "formula query field 'prometheus.labels.code' not in the mapping",
+        ),
+        (
+            "kibana/dashboard-predictions.ndjson",
+            lambda t: t.replace('"references":["e5X2"]', '"references":["e5X9"]', 1),
+            "column e5 (formula): references 'e5X9', which the layer does not have",
+        ),
     ],
     ids=[
         "template-field-renamed",
@@ -494,6 +591,11 @@ def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected
         "metricbeat-field-undocumented",
         "dangling-accessor",
         "wrong-data-type",
+        "histogram-in-a-bucket-operation",
+        "filters-bucket-query-field",
+        "formula-field",
+        "formula-query-field",
+        "formula-dangling-reference",
     ],
 )
 def test_a_field_that_is_missing_or_of_the_wrong_type_is_found(tmp_path, file, edit, expected):
