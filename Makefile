@@ -39,6 +39,7 @@ COMPOSE := docker compose
 # What `make notify` reports: set by the pipelines (Jenkins fills these in its post block).
 NOTIFY_ARGS ?=
 DRIFT_WINDOW ?= 24h
+REPORT_WINDOW ?= 30d
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
 	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
@@ -205,10 +206,10 @@ monitor-system: install-runtime ## One CPU/RAM/disk sample of the machine to the
 drift: install-runtime ## Drift of recent predictions against the training data (DRIFT_WINDOW=24h)
 	$(BIN)/xgbops monitor drift --window $(DRIFT_WINDOW)
 
-monitor-report: install-runtime | $(REPORTS) ## Sample the machine, check drift, write reports/monitoring.html
+monitor-report: install-runtime | $(REPORTS) ## Sample the machine, check drift, write reports/monitoring.html (REPORT_WINDOW=30d)
 	$(BIN)/xgbops monitor system --count 1
 	$(BIN)/xgbops monitor drift --window $(DRIFT_WINDOW)
-	$(BIN)/xgbops monitor report --output $(REPORTS)/monitoring.html
+	$(BIN)/xgbops monitor report --output $(REPORTS)/monitoring.html --window $(REPORT_WINDOW)
 
 kibana-import: install-runtime ## Import the Kibana data views and dashboards (waits for Kibana)
 	$(BIN)/xgbops monitor kibana-import

@@ -457,14 +457,19 @@ def monitor_report(
     output: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path(
         "reports/monitoring.html"
     ),
+    window: Annotated[
+        str, typer.Option(help="How far back the time series go: e.g. 30d, 24h, or all.")
+    ] = "30d",
 ) -> None:
     """One self-contained HTML page: models, predictions, drift and system, as plots."""
-    from xgbops.monitoring import report  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from xgbops.monitoring import check, report
 
     settings = _settings(ctx)
+    span = None if window == "all" else check.parse_window(window)
     with _status("Building the monitoring report"):
-        written = report.write_report(settings, output)
-    typer.echo("\n".join(written.lines()))
+        written = report.write_report(settings, output, span)
+    typer.echo("\n".join([f"window: {written.span}", *written.lines()]))
 
 
 @monitor_app.command("kibana-import")

@@ -266,3 +266,39 @@ def test_a_drift_check_on_a_handful_of_predictions_has_nothing_to_plot(make_moni
     assert not drift.has_data
     min_samples = settings.monitoring.drift.min_samples
     assert f"too few predictions (3 < {min_samples})" in drift.empty
+
+
+def test_the_window_bounds_the_time_series_but_not_the_models(
+    monkeypatch, capsys, champion_project, make_monitored, tmp_path
+):
+    settings = make_monitored(notify={"desktop": False})
+    now = datetime.now(UTC)
+    shifted_history(settings, 30, now - timedelta(days=40))
+    shifted_history(settings, 12, now)
+    old = now - timedelta(days=40)
+    with LocalSink(local_sink_path(settings)) as sink:
+        events = system.sample(settings.project_dir, measure_seconds=0.01)
+        assert sink.ship([e.model_copy(update={"timestamp": old}) for e in events]).failed == 0
+
+    everything = {v.key: v for v in build_report(settings, now).views}
+    recent = build_report(settings, now, window=timedelta(days=30))
+    views = {v.key: v for v in recent.views}
+
+    assert "42 predictions" in everything["predictions"].summary
+    assert "12 predictions" in views["predictions"].summary
+    assert everything["system"].has_data and not views["system"].has_data
+    assert views["models"].has_data  # the registry is shown whole
+    assert recent.span == f"since {now - timedelta(days=30):%Y-%m-%d %H:%M} UTC"
+
+    monkeypatch.chdir(champion_project)
+    monkeypatch.setenv("XGBOPS_STATE_DIR", str(settings.state_path))
+    monkeypatch.setenv("XGBOPS_REPORTS_DIR", str(settings.reports_path))
+    page = tmp_path / "r.html"
+    status, out, err = run_cli(
+        monkeypatch, capsys, "monitor", "report", "--output", str(page), "--window", "all"
+    )
+    assert status == 0, err
+    assert out.startswith("window: all time") and "System: 2 plot(s)" in out
+    assert "predictions, drift and system: all time" in page.read_text(encoding="utf-8")
+    status, _, err = run_cli(monkeypatch, capsys, "monitor", "report", "--window", "soon")
+    assert status != 0 and "invalid window 'soon'" in err

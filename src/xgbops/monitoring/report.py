@@ -8,6 +8,9 @@ training runs (:func:`~xgbops.monitoring.sync.training_run_events`), the predict
 prediction id), the last drift report file (``reports/drift.json``). So the page is useful right
 after ``make run`` and a few predictions. A view with no data says which command produces some.
 
+A window (``--window 30d`` by default) bounds what is read of the time series: predictions,
+drift checks and machine samples; the training runs are a registry, shown whole.
+
 The page needs nothing but itself: CSS inline, plots drawn with matplotlib's object API (no
 pyplot, no global backend) and inlined as base64 PNG, and a Content-Security-Policy that forbids
 every fetch. A few lines of inline script mark ``<body>`` once the page has loaded, with how many
@@ -22,7 +25,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ _BLUE, _RED, _ORANGE, _GREY = "#3b6ea8", "#c0392b", "#e67e22", "#9aa5b1"
 _BUCKETS = ("1min", "5min", "15min", "1h", "6h", "1D", "7D")
 _MAX_BUCKETS = 60
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+#: Event kinds read whole whatever the window: the registry of models, not a time series.
+_WHOLE = frozenset({"training-runs"})
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,13 @@ class Report:
     generated_at: datetime
     project: Path
     views: list[View]
+    since: datetime | None = None
     path: Path | None = None
+
+    @property
+    def span(self) -> str:
+        """What the time series cover, for people."""
+        return "all time" if self.since is None else f"since {self.since:%Y-%m-%d %H:%M} UTC"
 
     def lines(self) -> list[str]:
         """One line per view for the terminal, then the file written."""
@@ -101,37 +112,43 @@ class Report:
         return lines
 
 
-def build_report(settings: Settings, now: datetime | None = None) -> Report:
+def build_report(
+    settings: Settings, now: datetime | None = None, window: timedelta | None = None
+) -> Report:
     """Collect the four views' data and draw their plots.
 
     Args:
         settings: the project (local sink, MLflow, prediction history, reports folder).
         now: the report's time (default: the current time).
+        window: how far back the time series go (default: all of them).
 
     Returns:
         The report; views without data carry their "no data yet" message.
     """
-    sink = _SinkReader(local_sink_path(settings), settings.monitoring.index_prefix)
+    now = now or datetime.now(UTC)
+    since = None if window is None else now - window
+    sink = _SinkReader(local_sink_path(settings), settings.monitoring.index_prefix, since)
     views = [
         _models_view(settings, sink),
         _predictions_view(settings, sink),
         _drift_view(settings, sink),
         _system_view(sink),
     ]
-    return Report(now or datetime.now(UTC), settings.project_dir, views)
+    return Report(now, settings.project_dir, views, since)
 
 
-def write_report(settings: Settings, output: Path) -> Report:
+def write_report(settings: Settings, output: Path, window: timedelta | None = None) -> Report:
     """Build the report and write it as one HTML file (folders created as needed).
 
     Args:
         settings: the project.
         output: the HTML file.
+        window: how far back the time series go (default: all of them).
 
     Returns:
         The report, with ``path`` set.
     """
-    report = build_report(settings)
+    report = build_report(settings, window=window)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(report), encoding="utf-8")
     report.path = output
@@ -142,16 +159,17 @@ def write_report(settings: Settings, output: Path) -> Report:
 class _SinkReader:
     """The local sink, read only if it exists (a report never creates an empty sink)."""
 
-    def __init__(self, path: Path, prefix: str) -> None:
+    def __init__(self, path: Path, prefix: str, since: datetime | None = None) -> None:
         self.path = path
         self.prefix = prefix
+        self.since = since
 
     def read(self, kind: str) -> list[dict[str, Any]]:
-        """Documents of one kind, oldest first; none when there is no sink file."""
+        """Documents of one kind in the window, oldest first; none when there is no sink file."""
         if not self.path.is_file():
             return []
         with LocalSink(self.path, self.prefix) as sink:
-            return sink.read(kind)
+            return sink.read(kind, since=None if kind in _WHOLE else self.since)
 
 
 def _training_runs(settings: Settings, sink: _SinkReader) -> tuple[list[dict[str, Any]], str]:
@@ -179,7 +197,8 @@ def _predictions(settings: Settings, sink: _SinkReader) -> tuple[list[dict[str, 
     by_id = {doc["prediction_id"]: doc for doc in sink.read("predictions")}
     notes = []
     try:
-        for event in read_predictions(settings.history_url, settings.dataset.target.positive):
+        positive = settings.dataset.target.positive
+        for event in read_predictions(settings.history_url, positive, since=sink.since):
             by_id.setdefault(event.prediction_id, event.to_document())
     except MonitoringError as exc:
         notes.append(f"prediction history not read: {exc}")
@@ -597,6 +616,7 @@ def render_html(report: Report) -> str:
 <body>
 <header><h1>xgbops monitoring</h1>
 <p>{esc(str(report.project))} · generated {report.generated_at:%Y-%m-%d %H:%M} UTC ·
+predictions, drift and system: {esc(report.span)} ·
 the same views as the Kibana dashboards</p><nav>{nav}</nav></header>
 <main>
 {sections}
