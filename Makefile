@@ -45,7 +45,7 @@ REPORT_WINDOW ?= 30d
 	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
 	bench fuzz mlflow-ui watch \
 	docker-build docker-smoke docker-push up down platform-check sonar sonar-gate notify \
-	monitor-setup monitor-sync monitor-system drift monitor-report kibana-import \
+	monitor-setup monitor-sync monitor-system monitor-follow drift monitor-report kibana-import \
 	system-deps clean distclean
 
 help: ## List the targets
@@ -205,6 +205,9 @@ monitor-system: install-runtime ## One CPU/RAM/disk sample of the machine to the
 
 drift: install-runtime ## Drift of recent predictions against the training data (DRIFT_WINDOW=24h)
 	$(BIN)/xgbops monitor drift --window $(DRIFT_WINDOW)
+
+monitor-follow: install-runtime ## Ship predictions, samples, MLflow runs and drift on their schedules until Ctrl-C
+	$(BIN)/xgbops monitor follow
 
 monitor-report: install-runtime | $(REPORTS) ## Sample the machine, check drift, write reports/monitoring.html (REPORT_WINDOW=30d)
 	$(BIN)/xgbops monitor system --count 1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from xgbops.config import ConfigError, load_settings, to_sqlalchemy_url
+from xgbops.config import ConfigError, load_settings, parse_duration, to_sqlalchemy_url
 
 
 def _write(path: Path, content: object) -> Path:
@@ -122,3 +123,28 @@ def test_to_sqlalchemy_url_names_psycopg_for_postgresql_only() -> None:
     assert to_sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"
     for url in ("postgresql+psycopg://u@h/db", "sqlite:////tmp/x.db", "mysql://u@h/db"):
         assert to_sqlalchemy_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", timedelta(seconds=30)), ("1.5h", timedelta(minutes=90)), ("7D", timedelta(days=7))],
+)
+def test_durations_are_a_number_and_a_unit(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["24", "0m", "-2m", "soon", "5 minutes"])
+def test_a_duration_without_a_unit_or_not_positive_is_refused(text):
+    with pytest.raises(ValueError, match=f"invalid duration '{text}'"):
+        parse_duration(text)
+
+
+def test_schedule_durations_come_from_the_environment_in_both_syntaxes(project, monkeypatch):
+    monkeypatch.setenv("XGBOPS_MONITORING__FOLLOW__DRIFT_EVERY", "2h")
+    monkeypatch.setenv("XGBOPS_MONITORING__FOLLOW__MLFLOW_EVERY", "PT10M")
+    follow = load_settings(project_dir=project).monitoring.follow
+    assert (follow.drift_every, follow.mlflow_every) == (timedelta(hours=2), timedelta(minutes=10))
+    assert follow.predictions_every == timedelta(minutes=1)
+    monkeypatch.setenv("XGBOPS_MONITORING__FOLLOW__DRIFT_EVERY", "0s")
+    with pytest.raises(ConfigError, match="monitoring.follow.drift_every: .*invalid duration '0s'"):
+        load_settings(project_dir=project)

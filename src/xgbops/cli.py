@@ -451,6 +451,41 @@ def monitor_system(
             typer.echo("stopped")
 
 
+@monitor_app.command("follow")
+def monitor_follow(
+    ctx: typer.Context,
+    rounds: Annotated[
+        int, typer.Option(min=0, help="Stop after this many rounds; 0 runs until stopped.")
+    ] = 0,
+) -> None:
+    """Run the monitoring jobs on their schedules (monitoring.follow): predictions, system,
+    MLflow runs and drift, each shipped as it is due. A failed job is retried at its next turn.
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from xgbops.monitoring import follow, sinks
+
+    settings = _settings(ctx)
+    schedule = settings.monitoring.follow
+    typer.echo(
+        f"following: predictions every {schedule.predictions_every}, system every "
+        f"{schedule.system_every}, MLflow every {schedule.mlflow_every}, drift every "
+        f"{schedule.drift_every} over {schedule.drift_window}"
+    )
+    with closing(sinks.open_sink(settings)) as sink:
+        try:
+            failures = follow.follow(
+                follow.monitoring_jobs(settings, sink),
+                follow.heartbeat_path(settings),
+                rounds=rounds or None,
+                report=lambda outcome: typer.echo(outcome.line()),
+            )
+        except KeyboardInterrupt:
+            typer.echo("stopped")
+            return
+    if failures:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
 @monitor_app.command("report")
 def monitor_report(
     ctx: typer.Context,

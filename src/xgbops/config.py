@@ -10,6 +10,8 @@ with ``__``, e.g. ``XGBOPS_TRAIN__PARAMS__MAX_DEPTH=4``), the YAML files.
 from __future__ import annotations
 
 import math
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +19,7 @@ import yaml
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -53,6 +56,38 @@ METRIC_DIRECTIONS: dict[str, bool] = {
 
 class ConfigError(XgbopsError):
     """A configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``24h``, ``90m``, ``7d``, ``1.5h``, ``2w``, ``30s`` as a duration.
+
+    Raises:
+        ValueError: not a positive number followed by one of s, m, h, d, w.
+    """
+    match = _DURATION.match(text)
+    duration = (
+        timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))}) if match else None
+    )
+    if duration is None or duration <= timedelta(0):
+        raise ValueError(
+            f"invalid duration {text!r}: use a positive number and a unit, e.g. 24h, 90m, 7d"
+        )
+    return duration
+
+
+def _duration(value: Any) -> Any:
+    """Durations in settings: our short syntax for strings, anything else as pydantic reads it."""
+    iso = isinstance(value, str) and value.strip().upper().startswith("P")
+    return parse_duration(value) if isinstance(value, str) and not iso else value
+
+
+#: A positive duration: ``30s``, ``5m``, ``24h``, ``7d``, ISO 8601 (``PT30M``), or a number of
+#: seconds in YAML.
+Duration = Annotated[timedelta, BeforeValidator(_duration), Field(gt=timedelta(0))]
 
 
 class _Strict(BaseModel):
@@ -275,6 +310,20 @@ class DriftSettings(_Strict):
     retrain_on_drift: bool = False
 
 
+class FollowSettings(_Strict):
+    """How often ``xgbops monitor follow`` runs each job (``30s``, ``5m``, ``24h``, ``7d``)."""
+
+    #: Ship the predictions stored since the last run.
+    predictions_every: Duration = timedelta(minutes=1)
+    #: Sample the machine and the xgbops processes.
+    system_every: Duration = timedelta(minutes=1)
+    #: Ship every MLflow run and version again (champion flags follow the alias).
+    mlflow_every: Duration = timedelta(minutes=5)
+    #: Check drift over the last ``drift_window``.
+    drift_every: Duration = timedelta(minutes=30)
+    drift_window: Duration = timedelta(hours=24)
+
+
 class MonitoringSettings(_Strict):
     """Where monitoring events go: a local file (default) or Elasticsearch."""
 
@@ -290,6 +339,7 @@ class MonitoringSettings(_Strict):
     #: Base URL of the serving API, for drift-triggered retraining.
     api_url: str = "http://127.0.0.1:8000"
     drift: DriftSettings = DriftSettings()
+    follow: FollowSettings = FollowSettings()
 
 
 class SonarSettings(_Strict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,12 @@ def default_as_text(value: Any) -> str:
         return str(value)
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
+    if isinstance(value, timedelta):  # the short syntax of xgbops.config.parse_duration
+        seconds = int(value.total_seconds())
+        for unit, size in (("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
     return str(value)
 
 

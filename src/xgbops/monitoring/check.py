@@ -15,7 +15,6 @@ already written and shipped by then.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ import pandas as pd
 import requests
 
 from xgbops import notify
-from xgbops.config import Settings
+from xgbops.config import Settings, parse_duration
 from xgbops.data import load_splits
 from xgbops.monitoring import MonitoringError
 from xgbops.monitoring.drift import DriftReport, Inputs, build_report
@@ -37,8 +36,6 @@ from xgbops.monitoring.sinks import ShipResult, Sink
 from xgbops.predict import Predictor
 from xgbops.tracking import Tracker
 
-_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 #: Seconds to wait for the API's answer to ``POST /retrain``.
 RETRAIN_TIMEOUT_S = 10.0
 
@@ -49,13 +46,10 @@ def parse_window(text: str) -> timedelta:
     Raises:
         MonitoringError: not a positive number followed by one of s, m, h, d, w.
     """
-    match = _WINDOW.match(text)
-    window = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))}) if match else None
-    if window is None or window <= timedelta(0):
-        raise MonitoringError(
-            f"invalid window {text!r}: use a positive number and a unit, e.g. 24h, 90m, 7d"
-        )
-    return window
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise MonitoringError(str(exc).replace("duration", "window", 1)) from None
 
 
 def load_reference(settings: Settings) -> pd.DataFrame:

@@ -82,9 +82,10 @@ def sync_predictions(
     sink: Sink,
     since: datetime | None = None,
     everything: bool = False,
+    overlap: timedelta = WATERMARK_OVERLAP,
 ) -> PredictionSync:
-    """Ship the prediction history from ``since`` (default: the sink's watermark minus the
-    overlap; the whole history when ``everything`` or on the first run).
+    """Ship the prediction history from ``since`` (default: the sink's watermark minus
+    ``overlap``; the whole history when ``everything`` or on the first run).
 
     The watermark moves only when nothing failed, so refused rows are retried next time.
 
@@ -94,7 +95,7 @@ def sync_predictions(
     key = f"{sink.target}|{_PREDICTIONS}"
     marks = _read_watermarks(settings)
     if since is None and not everything and key in marks:
-        since = datetime.fromisoformat(marks[key]) - WATERMARK_OVERLAP
+        since = datetime.fromisoformat(marks[key]) - overlap
     newest: list[datetime] = []
 
     def events() -> Iterator[PredictionEvent]:
