@@ -60,10 +60,21 @@ def observe_predictions(labels: list[str], model_version: str) -> None:
         PREDICTIONS.labels(label, model_version).inc(labels.count(label))
 
 
+#: The (model name, version) this process reported as served, if any.
+_served: list[tuple[str, str]] = []
+
+
 def set_model(name: str, version: str) -> None:
-    """Record which model this worker serves (the old version's series is dropped)."""
-    MODEL_INFO.clear()
+    """Record which model this worker serves: its series is 1, the one it replaced 0.
+
+    Multi-process samples cannot be removed (prometheus-client only warns and keeps them), so
+    a replaced version stays listed with value 0: ``xgbops_model_info == 1`` is what is served.
+    """
+    for previous in _served:
+        if previous != (name, version):
+            MODEL_INFO.labels(*previous).set(0)
     MODEL_INFO.labels(name, version).set(1)
+    _served[:] = [(name, version)]
 
 
 def _registry() -> CollectorRegistry:

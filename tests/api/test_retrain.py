@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 import time
@@ -138,6 +139,8 @@ def test_retrain_under_load_swaps_the_champion_without_a_failed_request(weak_cha
             assert job["result"]["promoted"] is True
             new_version = job["result"]["version"]
             time.sleep(3)  # every worker looks at the pointer at least once a second
+            with server.client() as client:
+                metrics = client.get("/metrics").text
     finally:
         stop_server(server)
     statuses = load.statuses
@@ -154,3 +157,7 @@ def test_retrain_under_load_swaps_the_champion_without_a_failed_request(weak_cha
     ]
     assert late and set(late) == {new_version}, Counter(late)
     assert sum(statuses.values()) > 300
+    # /metrics: every live worker serves the new version (1); the one it replaced reads 0.
+    info = re.findall(r'^xgbops_model_info\{.*model_version="(\d+)".*\} (\S+)$', metrics, re.M)
+    assert {value for version, value in info if version == new_version} == {"1.0"}
+    assert {value for version, value in info if version == "2"} == {"0.0"}
