@@ -90,6 +90,10 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration), Field(gt=timedelta(0))]
 
 
+#: How the p-values of one drift report are adjusted for being tested together.
+PValueCorrection = Literal["none", "bonferroni", "benjamini-hochberg"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -301,7 +305,7 @@ class DriftSettings(_Strict):
     #: ``benjamini-hochberg`` (scipy's ``false_discovery_control``) keeps that rate at
     #: ``p_value`` yet loses little power when several features really move; ``bonferroni``
     #: is stricter still; ``none`` judges each test alone.
-    correction: Literal["none", "bonferroni", "benjamini-hochberg"] = "benjamini-hochberg"
+    correction: PValueCorrection = "benjamini-hochberg"
     #: Fewest recent predictions a drift report needs.
     min_samples: int = Field(default=100, ge=10)
     #: Bins for PSI on numeric features (quantiles of the training reference).

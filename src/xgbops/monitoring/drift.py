@@ -35,7 +35,7 @@ from scipy import stats  # type: ignore[import-untyped]  # scipy ships no type h
 
 from pydantic import BaseModel, Field
 
-from xgbops.config import DatasetConfig, DriftSettings
+from xgbops.config import DatasetConfig, DriftSettings, PValueCorrection
 from xgbops.monitoring.events import (
     DriftFeatureEvent,
     DriftReportEvent,
@@ -75,7 +75,7 @@ class DriftReport(BaseModel):
     window_rows: int
     psi_threshold: float
     p_value_threshold: float
-    p_value_correction: Literal["none", "bonferroni", "benjamini-hochberg"] = "none"
+    p_value_correction: PValueCorrection = "none"
     min_samples: int
     features: list[FeatureDrift] = Field(default_factory=list)
     prediction: FeatureDrift | None = None
@@ -428,9 +428,7 @@ def build_report(
     return report
 
 
-def adjust_p_values(
-    p_values: Sequence[float], correction: Literal["none", "bonferroni", "benjamini-hochberg"]
-) -> list[float]:
+def adjust_p_values(p_values: Sequence[float], correction: PValueCorrection) -> list[float]:
     """``p_values`` adjusted for being tested together (each compared with the same threshold).
 
     Bonferroni multiplies by the number of tests; Benjamini-Hochberg is scipy's

@@ -25,6 +25,8 @@ from pydantic import (
     field_validator,
 )
 
+from xgbops.config import PValueCorrection
+
 #: Fixed-width UTC timestamps: sortable as text in the local sink, parsed by Elasticsearch's
 #: default ``strict_date_optional_time`` date format.
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -215,7 +217,7 @@ class DriftReportEvent(Event):
     prediction_drifted: bool | None = None
     psi_threshold: float
     p_value_threshold: float
-    p_value_correction: Literal["none", "bonferroni", "benjamini-hochberg"] = "none"
+    p_value_correction: PValueCorrection = "none"
     min_samples: int
 
     @property
