@@ -424,7 +424,10 @@ def monitor_drift(
         outcome = check.check_drift(settings, span, sink)
     typer.echo(outcome.report.to_text(), nl=False)
     typer.echo(f"report: {', '.join(map(str, outcome.paths))}")
-    typer.echo("\n".join(f"alert {line}" for line in outcome.alert) or "alert: none needed")
+    if outcome.suppressed:
+        typer.echo(f"alert: not sent again: {outcome.suppressed}")
+    else:
+        typer.echo("\n".join(f"alert {line}" for line in outcome.alert) or "alert: none needed")
     if outcome.retrain:
         typer.echo(f"retrain: {outcome.retrain}")
     _shipped(outcome.shipped)

@@ -312,6 +312,10 @@ class DriftSettings(_Strict):
     bins: int = Field(default=10, ge=2)
     #: Call the API's /retrain when drift is found (needs ``api_url`` and a retrain token).
     retrain_on_drift: bool = False
+    #: A drift already announced (same features, same model versions) is announced, and
+    #: retraining requested, again only after this long: checks every 30 minutes must not
+    #: mail every 30 minutes. A check that finds no drift ends the episode.
+    realert_after: Duration = timedelta(hours=24)
 
 
 class FollowSettings(_Strict):

@@ -19,7 +19,14 @@ from aiosmtpd.controller import Controller
 from tests.monitoring.conftest import FAST_RETRY
 from tests.monitoring.history_rows import records, write_history
 from xgbops.monitoring import MonitoringError
-from xgbops.monitoring.check import check_drift, load_reference, parse_window, request_retrain
+from xgbops.monitoring.check import (
+    alert_state_path,
+    check_drift,
+    load_reference,
+    parse_window,
+    request_retrain,
+)
+from xgbops.monitoring.events import format_time
 from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
 from xgbops.predict import Predictor
 from xgbops.tracking import read_pointer
@@ -134,12 +141,16 @@ def inbox() -> Iterator[tuple[_Inbox, int]]:
         controller.stop()
 
 
-def shifted_history(settings, count: int, now: datetime, version: str = "1") -> None:
-    """``count`` served predictions over the last hour whose inputs have drifted: the holdout
-    with daytime minutes up by two standard deviations, scored by the champion as served."""
+def shifted_history(
+    settings, count: int, now: datetime, version: str = "1", shift: bool = True
+) -> None:
+    """``count`` served predictions over the last hour whose inputs have drifted: rows of the
+    reference with daytime minutes up by two standard deviations (unless ``shift`` is False),
+    scored by the champion as served."""
     reference = load_reference(settings)
     window = reference.sample(count, random_state=7).copy()
-    window["total_day_minutes"] += 2 * reference["total_day_minutes"].std()
+    if shift:
+        window["total_day_minutes"] += 2 * reference["total_day_minutes"].std()
     inputs = [
         {k: (None if v is None or v != v else v) for k, v in row.items()}
         for row in window[settings.dataset.feature_names].astype(object).to_dict("records")
@@ -185,6 +196,44 @@ def test_a_drifted_window_is_reported_shipped_announced_and_retrained(make_monit
     assert outcome.alert[0].startswith("email: sent")
     assert outcome.retrain == f"job job-1 accepted by {api.url}/retrain"
     assert api.calls == [{"path": "/retrain", "auth": f"Bearer {TOKEN}"}]
+
+
+def test_the_same_drift_is_announced_once_per_realert_period(make_monitored, inbox, api):
+    handler, port = inbox
+    settings = make_monitored(
+        retrain_token=TOKEN,
+        notify={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "recipients": "ops@example.com",
+            "desktop": False,
+        },
+        monitoring={"api_url": api.url, "drift": {"retrain_on_drift": True}},
+    )
+    now = datetime.now(UTC)
+    shifted_history(settings, 150, now)
+    with LocalSink(local_sink_path(settings)) as sink:
+
+        def check(at, window=timedelta(hours=24)):
+            return check_drift(settings, window, sink, now=at)
+
+        first = check(now)
+        again = check(now + timedelta(minutes=30))  # the next scheduled check, same drift
+        later = check(now + timedelta(hours=25), window=timedelta(hours=48))
+
+        assert first.alert and first.retrain and first.suppressed is None
+        assert again.report.drift_detected and again.alert == [] and again.retrain is None
+        assert again.suppressed.startswith(f"the same drift was announced at {format_time(now)}")
+        assert later.alert and later.retrain  # 24 h on: announced again
+        assert len(handler.messages) == 2 and len(api.calls) == 2
+
+        # A window without drift ends the episode: the next drift is news at once.
+        shifted_history(settings, 150, now + timedelta(hours=30), shift=False)
+        calm = check(now + timedelta(hours=30), window=timedelta(hours=1))
+        assert calm.report.status == "no_drift" and not alert_state_path(settings).exists()
+        shifted_history(settings, 150, now + timedelta(hours=32))
+        assert check(now + timedelta(hours=32), window=timedelta(hours=1)).alert
+    assert len(handler.messages) == 3
 
 
 def test_an_undrifted_or_empty_window_alerts_no_one(make_monitored, api):

@@ -40,8 +40,9 @@ def test_monitor_commands_fill_the_local_sink_without_duplicates(monkeypatch, ca
     assert len(_stored(settings, "drift-reports")) == 1
     assert len(_stored(settings, "drift-features")) == len(settings.dataset.features) + 1
 
-    status, _, _ = run(monkeypatch, capsys, "monitor", "drift", "--fail-on-drift")
-    assert status == 1
+    status, out, _ = run(monkeypatch, capsys, "monitor", "drift", "--fail-on-drift")
+    assert status == 1  # still drift, and still failing the pipeline, but not announced again
+    assert "alert: not sent again: the same drift was announced at " in out
 
     status, out, _ = run(monkeypatch, capsys, "monitor", "predictions")
     assert status == 0 and "150 new, 0 updated, 0 already shipped, 0 failed" in out

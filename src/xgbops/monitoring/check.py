@@ -10,15 +10,19 @@ probability is compared with the reference scored by the model version the windo
 Past the thresholds the check announces the drift through :mod:`xgbops.notify` and, when
 ``monitoring.drift.retrain_on_drift`` is set, asks the API to retrain (``POST /retrain`` with
 the retrain token). Either failing is reported in the outcome, never raised: the report is
-already written and shipped by then.
+already written and shipped by then. The same drift (same features, same model versions) is
+announced once per ``monitoring.drift.realert_after`` (:class:`DriftEpisode`), however often the
+check runs; a check that finds no drift ends the episode.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +34,7 @@ from xgbops.config import Settings, parse_duration
 from xgbops.data import load_splits
 from xgbops.monitoring import MonitoringError
 from xgbops.monitoring.drift import DriftReport, Inputs, build_report
-from xgbops.monitoring.events import PredictionEvent
+from xgbops.monitoring.events import PredictionEvent, format_time
 from xgbops.monitoring.history import read_predictions
 from xgbops.monitoring.sinks import ShipResult, Sink
 from xgbops.predict import Predictor
@@ -78,6 +82,8 @@ class DriftOutcome:
     shipped: ShipResult
     alert: list[str] = field(default_factory=list)
     retrain: str | None = None
+    #: Why no alert was sent although drift was found (it was announced recently).
+    suppressed: str | None = None
 
 
 def check_drift(
@@ -138,11 +144,70 @@ def check_drift(
     report.notes.extend(notes)
     paths = report.write(settings.reports_path)
     outcome = DriftOutcome(report, paths, sink.ship(report.events()))
-    if report.drift_detected:
-        outcome.alert = send_alert(settings, report, paths[1])
-        if settings.monitoring.drift.retrain_on_drift:
-            outcome.retrain = request_retrain(settings)
+    episode = DriftEpisode(alert_state_path(settings))
+    if report.status == "no_drift":
+        episode.end()
+    if not report.drift_detected:
+        return outcome
+    announced = episode.announced_at(report)
+    if announced is not None and end - announced < settings.monitoring.drift.realert_after:
+        outcome.suppressed = (
+            f"the same drift was announced at {format_time(announced)}; again after "
+            f"{settings.monitoring.drift.realert_after} (XGBOPS_MONITORING__DRIFT__REALERT_AFTER)"
+        )
+        return outcome
+    outcome.alert = send_alert(settings, report, paths[1])
+    if settings.monitoring.drift.retrain_on_drift:
+        outcome.retrain = request_retrain(settings)
+    episode.announce(report, end)
     return outcome
+
+
+def alert_state_path(settings: Settings) -> Path:
+    """``<state dir>/monitoring/drift-alert.json``: the drift last announced, and when."""
+    return settings.state_path / "monitoring" / "drift-alert.json"
+
+
+class DriftEpisode:
+    """The drift last announced: what drifted, for which versions, when (one small JSON file).
+
+    A drift is the same one while the drifted features (and whether the predicted probability
+    drifted) and the model versions of the window are unchanged.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def signature(report: DriftReport) -> dict[str, Any]:
+        """What makes two drift reports announce the same thing."""
+        prediction = report.prediction is not None and report.prediction.drifted
+        return {
+            "model_name": report.model_name,
+            "model_versions": sorted(report.model_versions),
+            "features": sorted(report.drifted_features),
+            "prediction": prediction,
+        }
+
+    def announced_at(self, report: DriftReport) -> datetime | None:
+        """When this same drift was announced, if it was (an unreadable file counts as never)."""
+        try:
+            last = json.loads(self.path.read_text(encoding="utf-8"))
+            if last["signature"] == self.signature(report):
+                return datetime.fromisoformat(last["announced_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def announce(self, report: DriftReport, at: datetime) -> None:
+        """Remember that ``report``'s drift was announced at ``at``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"signature": self.signature(report), "announced_at": at.isoformat()}
+        self.path.write_text(json.dumps(body, indent=2), encoding="utf-8")
+
+    def end(self) -> None:
+        """A judged window without drift: the next drift is news again."""
+        self.path.unlink(missing_ok=True)
 
 
 def send_alert(settings: Settings, report: DriftReport, text_path: Path) -> list[str]:

@@ -88,7 +88,8 @@ def monitoring_jobs(
     def drift() -> str:
         outcome = check_drift(settings, schedule.drift_window, sink)
         _summary(outcome.shipped)
-        report, actions = outcome.report, ["alert sent" if outcome.alert else "no alert"]
+        alert = "alert sent" if outcome.alert else "no alert"
+        report, actions = outcome.report, ["already announced" if outcome.suppressed else alert]
         if outcome.retrain:
             actions.append(f"retrain: {outcome.retrain}")
         return f"{report.status} ({report.window_rows} predictions), {', '.join(actions)}"
