@@ -1,4 +1,5 @@
-""".github/workflows: schema-valid, every step a make target that exists, actions pinned."""
+""".github/workflows: schema-valid, every step a make target that exists, actions pinned; and
+.github/dependabot.yml: schema-valid, watching every pinned file."""
 
 from __future__ import annotations
 
@@ -190,3 +191,49 @@ def test_make_targets_reads_the_makefile(tmp_path):
     broken = tmp_path / "Makefile"
     broken.write_text((REPO / "Makefile").read_text().replace("\nlint:", "\nlint-all:"))
     assert "lint" not in make_targets(broken)
+
+
+# -- .github/dependabot.yml --------------------------------------------------------------------
+
+DEPENDABOT = REPO / ".github" / "dependabot.yml"
+
+
+def dependabot_problems(config: dict[str, Any], repo: Path = REPO) -> list[str]:
+    """Pinned files that no update entry watches (each ecosystem where its files are)."""
+    watched: dict[str, set[str]] = {}
+    for update in config.get("updates", []):
+        folders = update.get("directories") or [update.get("directory", "")]
+        watched.setdefault(update["package-ecosystem"], set()).update(folders)
+    needed = {
+        "pip": {"/requirements"},
+        "npm": {"/"} if (repo / "package-lock.json").exists() else set(),
+        "docker": {
+            "/" + path.parent.relative_to(repo).as_posix().removeprefix(".")
+            for path in repo.glob("**/Dockerfile")
+            if "node_modules" not in path.parts and ".venv" not in path.parts
+        },
+        "docker-compose": {"/"},
+        "github-actions": {"/"},
+    }
+    return [
+        f"{ecosystem} updates do not watch {folder}"
+        for ecosystem, folders in needed.items()
+        for folder in sorted(folders - watched.get(ecosystem, set()))
+    ]
+
+
+def test_dependabot_matches_github_schema():
+    tool = require_tool("check-jsonschema")
+    result = run_tool(tool, "--builtin-schema", "vendor.dependabot", str(DEPENDABOT))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependabot_watches_every_pinned_file():
+    assert dependabot_problems(read_yaml(DEPENDABOT)) == []
+
+
+def test_an_unwatched_dockerfile_is_caught():
+    config = copy.deepcopy(read_yaml(DEPENDABOT))
+    docker = next(u for u in config["updates"] if u["package-ecosystem"] == "docker")
+    docker["directories"] = ["/"]
+    assert dependabot_problems(config) == ["docker updates do not watch /jenkins"]
