@@ -72,7 +72,8 @@ class ModelNotReady(ApiError):
 
 
 class HistoryUnavailable(ApiError):
-    """The prediction-history database cannot be read (503); predictions are still served."""
+    """The prediction-history database cannot be read, or a label written (503); predictions
+    are still served."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, (), 503, "history_unavailable")

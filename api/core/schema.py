@@ -119,9 +119,11 @@ def _column_is_clean(spec: FieldSpec, values: list[Any]) -> bool:
 
 @dataclass(frozen=True)
 class RecordSpec:
-    """All input fields, in model order, and how to check a whole record."""
+    """All input fields, in model order, and how to check a whole record; plus the target's
+    labels (negative, positive), the values ``POST /feedback`` accepts."""
 
     fields: tuple[FieldSpec, ...]
+    labels: tuple[str, ...] = ()
 
     @classmethod
     def from_dataset(cls, dataset: DatasetConfig) -> RecordSpec:
@@ -150,7 +152,7 @@ class RecordSpec:
                         feature.max,
                     )
                 )
-        return cls(tuple(specs))
+        return cls(tuple(specs), (dataset.target.negative, dataset.target.positive))
 
     @property
     def names(self) -> list[str]:

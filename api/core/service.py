@@ -24,6 +24,7 @@ from xgbops.config import Settings
 from api.core import metrics
 from api.core.champion import ChampionStore, LoadedModel
 from api.core.body import read_json
+from api.core.feedback import FeedbackStore, check_feedback
 from api.core.errors import (
     ApiError,
     FieldError,
@@ -66,6 +67,7 @@ class PredictionService:
             flush_interval=settings.serve.history_flush_interval,
         )
         self.reader = reader or HistoryReader(settings.history_url)
+        self.labels = FeedbackStore(settings.history_url)
         self.jobs = RetrainJobs(settings)
         self._served_version: str | None = None
 
@@ -87,6 +89,7 @@ class PredictionService:
     def close(self) -> None:
         """Flush pending history records and stop background work."""
         self.writer.close()
+        self.labels.close()
 
     # -- scoring -----------------------------------------------------------------------------
 
@@ -140,6 +143,22 @@ class PredictionService:
             "threshold": loaded.predictor.threshold,
             "count": len(results),
             "predictions": results,
+        }
+
+    def feedback(self, body: Any, request_id: str) -> dict[str, Any]:
+        """Store the true label of a served prediction (``POST /feedback``; see
+        :mod:`api.core.feedback`); a second label for the same prediction replaces the first.
+
+        Raises:
+            ValidationFailed: the body is not ``{"prediction_id", "label"}`` as documented.
+            HistoryUnavailable: the database cannot store it now (the client may retry).
+        """
+        prediction_id, label = check_feedback(body, self.spec.labels)
+        received_at = self.labels.record(prediction_id, label, request_id)
+        return {
+            "prediction_id": prediction_id,
+            "label": label,
+            "received_at": received_at.isoformat(),
         }
 
     def answer_message(self, message: str | bytes, request_id: str) -> dict[str, Any]:

@@ -46,3 +46,14 @@ retrain_jobs = Table(
     Column("result", JSON, nullable=True),
     Column("error", Text, nullable=True),
 )
+
+#: The true outcome of a served prediction, reported later by the client (POST /feedback).
+#: Not a foreign key: a prediction may still be buffered or spooled when its label arrives.
+prediction_feedback = Table(
+    "prediction_feedback",
+    metadata,
+    Column("prediction_id", String(32), primary_key=True),
+    Column("label", String, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String, nullable=False),
+)

@@ -23,7 +23,7 @@ from xgbops.config import Settings, load_settings
 from api.core import errors, metrics
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
-from api.fastapi_app.models import batch_model, record_model
+from api.fastapi_app.models import batch_model, feedback_model, record_model
 from api.fastapi_app.routes import router
 
 
@@ -36,6 +36,7 @@ def create_app(
     spec = RecordSpec.from_dataset(settings.dataset)
     record = record_model(spec)
     batch = batch_model(record, settings.serve.batch_limit)
+    feedback = feedback_model(spec.labels)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +57,7 @@ def create_app(
     app.include_router(router(spec, record))
     app.add_middleware(_Observe)
     _install_handlers(app)
-    app.openapi = lambda: _openapi(app, [record, batch])  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, [record, batch, feedback])  # type: ignore[method-assign]
     return app
 
 

@@ -7,10 +7,12 @@ with the same reason; the declared types and bounds document the OpenAPI schema.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from api.core.feedback import PREDICTION_ID
 from api.core.schema import FieldSpec, RecordSpec
 
 
@@ -55,6 +57,30 @@ def batch_model(record: type[BaseModel], limit: int) -> type[BaseModel]:
     config = ConfigDict(extra="forbid")  # documents additionalProperties: false
     model: type[BaseModel] = create_model("Batch", __config__=config, records=records)
     return model
+
+
+def feedback_model(labels: tuple[str, ...]) -> type[BaseModel]:
+    """``{"prediction_id", "label"}`` for the OpenAPI document (the core checks the body)."""
+    config = ConfigDict(extra="forbid")  # documents additionalProperties: false
+    label: Any = Literal[labels]
+    model: type[BaseModel] = create_model(
+        "Feedback",
+        __config__=config,
+        prediction_id=(
+            str,
+            Field(pattern=PREDICTION_ID.pattern, description="the id /predict returned"),
+        ),
+        label=(label, Field(description="the true outcome, learnt after the prediction")),
+    )
+    return model
+
+
+class FeedbackResponse(BaseModel):
+    """The answer to POST /feedback: what was stored, and when."""
+
+    prediction_id: str
+    label: str
+    received_at: datetime
 
 
 class Prediction(BaseModel):

@@ -14,7 +14,7 @@ from api.core.body import read_json
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
-from api.fastapi_app.models import BatchResponse, ErrorBody, PredictResponse
+from api.fastapi_app.models import BatchResponse, ErrorBody, FeedbackResponse, PredictResponse
 
 
 def get_service(request: Request) -> PredictionService:
@@ -123,6 +123,20 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         # already the documented shape: encoded as is, not re-validated 10,000 times.
         answer = service.predict_batch(await read_body(request), request.state.request_id)
         return Response(orjson.dumps(answer), media_type="application/json")
+
+    @api.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={
+            **{code: ERRORS[code] for code in (400, 413, 415, 422)},
+            503: {"model": ErrorBody, "description": "not stored: retry"},
+        },
+        tags=["feedback"],
+        openapi_extra=body_ref("Feedback"),
+    )
+    async def feedback(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Store the true label of a prediction; a second label for it replaces the first."""
+        return service.feedback(await read_body(request), request.state.request_id)
 
     @api.post(
         "/retrain",

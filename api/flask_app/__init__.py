@@ -27,7 +27,7 @@ from api.flask_app.schemas import ErrorBodySchema
 from api.flask_app.websocket import register_websocket
 
 BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer"}}
-JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict"}
+JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback"}
 
 
 class OrjsonProvider(DefaultJSONProvider):

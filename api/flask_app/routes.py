@@ -17,8 +17,10 @@ from api.core.service import PredictionService
 from api.flask_app.schemas import (
     BatchResponseSchema,
     ErrorBodySchema,
+    FeedbackResponseSchema,
     PredictResponseSchema,
     batch_schema,
+    feedback_schema,
     record_schema,
 )
 
@@ -49,6 +51,8 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     ops = _Blueprint("operations", __name__, description="Health, model, history, metrics")
     legacy = _Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
     retraining = _Blueprint("retrain", __name__, description="Retrain on request (bearer token)")
+    labelling = _Blueprint("feedback", __name__, description="True labels of served predictions")
+    feedback = feedback_schema(spec.labels)
 
     def predict_view(data: dict[str, Any]) -> dict[str, Any]:
         return _service().predict_valid(data, g.request_id)
@@ -95,6 +99,21 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
             """Same as POST /predict."""
             return predict_view(data)
+
+    @labelling.route("/feedback")
+    class Feedback(MethodView):
+        """POST the true label of a served prediction."""
+
+        @labelling.doc(
+            requestBody={"required": True, "content": {"application/json": {"schema": feedback}}}
+        )
+        @labelling.alt_response(200, schema=FeedbackResponseSchema, description="stored")
+        @labelling.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
+        @_body_errors(labelling)
+        @labelling.alt_response(503, schema=ErrorBodySchema, description="not stored: retry")
+        def post(self) -> dict[str, Any]:
+            """Store the true label of a prediction; a second label for it replaces the first."""
+            return _service().feedback(g.body, g.request_id)
 
     @retraining.route("/retrain")
     class Retrain(MethodView):
@@ -195,7 +214,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             """Request count, error rate, latency percentiles, positive rate."""
             return _service().metrics_summary()
 
-    return [scoring, retraining, ops, legacy]
+    return [scoring, labelling, retraining, ops, legacy]
 
 
 def _body_errors(blueprint: Blueprint) -> Callable[[Any], Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from api.core import schema as core
+from api.core.feedback import PREDICTION_ID
 from api.core.schema import FieldSpec, InvalidValue, RecordSpec
 
 _MESSAGES = {"required": core.MISSING, "null": core.NULL}
@@ -91,6 +92,32 @@ def batch_schema(record: type[Schema], limit: int) -> type[Schema]:
         "Meta": type("Meta", (), {"unknown": RAISE}),  # documents additionalProperties: false
     }
     return type("Batch", (Schema,), attributes)
+
+
+def feedback_schema(labels: tuple[str, ...]) -> type[Schema]:
+    """``{"prediction_id", "label"}`` for the OpenAPI document (the core checks the body)."""
+    attributes = {
+        "prediction_id": fields.String(
+            required=True,
+            validate=validate.Regexp(PREDICTION_ID.pattern),
+            metadata={"description": "the id /predict returned", "example": "0" * 32},
+        ),
+        "label": fields.String(
+            required=True,
+            validate=validate.OneOf(labels),
+            metadata={"description": "the true outcome, learnt after the prediction"},
+        ),
+        "Meta": type("Meta", (), {"unknown": RAISE}),
+    }
+    return type("Feedback", (Schema,), attributes)
+
+
+class FeedbackResponseSchema(Schema):
+    """The answer to POST /feedback: what was stored, and when."""
+
+    prediction_id = fields.String()
+    label = fields.String()
+    received_at = fields.DateTime()
 
 
 class PredictionSchema(Schema):

@@ -65,6 +65,57 @@ CASES = [
         _with(EXAMPLE, state="ZZ", account_length=-5, area_code=_DROP, x=1),
         expect=422,
     ),
+    _case(
+        "feedback ok", "POST", "/feedback", {"prediction_id": "a" * 32, "label": "yes"}, expect=200
+    ),
+    _case(
+        "feedback relabel",
+        "POST",
+        "/feedback",
+        {"prediction_id": "a" * 32, "label": "no"},
+        expect=200,
+    ),
+    _case(
+        "feedback bad id", "POST", "/feedback", {"prediction_id": "A1", "label": "no"}, expect=422
+    ),
+    _case(
+        "feedback bad label",
+        "POST",
+        "/feedback",
+        {"prediction_id": "b" * 32, "label": "maybe"},
+        expect=422,
+    ),
+    _case(
+        "feedback number label",
+        "POST",
+        "/feedback",
+        {"prediction_id": "b" * 32, "label": 1},
+        expect=422,
+    ),
+    _case("feedback empty", "POST", "/feedback", {}, expect=422),
+    _case(
+        "feedback extra",
+        "POST",
+        "/feedback",
+        {"prediction_id": "b" * 32, "label": "no", "x": 1},
+        expect=422,
+    ),
+    _case(
+        "feedback list",
+        "POST",
+        "/feedback",
+        [{"prediction_id": "b" * 32, "label": "no"}],
+        expect=422,
+    ),
+    _case("feedback malformed", "POST", "/feedback", raw='{"label": ', headers=JSON, expect=400),
+    _case(
+        "feedback as text",
+        "POST",
+        "/feedback",
+        raw="label=no",
+        headers={"Content-Type": "text/plain"},
+        expect=415,
+    ),
     _case("list body", "POST", "/predict", [EXAMPLE], expect=422),
     _case("string body", "POST", "/predict", "hello", expect=422),
     _case("malformed JSON", "POST", "/predict", raw='{"state": ', headers=JSON, expect=400),
@@ -114,7 +165,7 @@ CASES = [
 ]
 
 #: Fields that legitimately differ between two calls (fresh ids).
-VOLATILE = {"prediction_id"}
+VOLATILE = {"prediction_id", "received_at"}
 
 
 def _normalise(body: Any) -> Any:

@@ -7,11 +7,14 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import create_engine, select
 
 from api.core import metrics
 from api.core.champion import ChampionStore
 from api.core.errors import HistoryUnavailable, ModelNotReady, ValidationFailed
 from api.core.service import PredictionService, new_request_id
+from api.core.tables import prediction_feedback
+from xgbops.config import to_sqlalchemy_url
 from xgbops.train import promote_version, train
 
 from tests.conftest import make_project, project_settings
@@ -191,3 +194,20 @@ def test_recording_can_be_switched_off_for_measurement(trained, example):
         assert svc.writer.flush() and svc.predictions({})["total"] == 0
     finally:
         svc.close()
+
+
+def test_feedback_stores_the_label_of_a_served_prediction(service, example):
+    answer = service.predict(example, "request-1")
+    body = {"prediction_id": answer["prediction_id"], "label": "yes"}
+    stored = service.feedback(body, "request-2")
+    assert (stored["prediction_id"], stored["label"]) == (answer["prediction_id"], "yes")
+    assert datetime.fromisoformat(stored["received_at"]) <= datetime.now(UTC)
+    engine = create_engine(to_sqlalchemy_url(service.settings.history_url))
+    with engine.connect() as connection:
+        rows = connection.execute(select(prediction_feedback)).all()
+    engine.dispose()
+    assert [(r.prediction_id, r.label, r.request_id) for r in rows] == [
+        (answer["prediction_id"], "yes", "request-2")
+    ]
+    with pytest.raises(ValidationFailed):
+        service.feedback({**body, "label": "churned"}, "request-3")
