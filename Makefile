@@ -196,7 +196,7 @@ notify: install-runtime ## Email + desktop notification of a pipeline result (NO
 monitor-setup: install-runtime ## Install the Elasticsearch index templates and ILM policy (idempotent)
 	$(BIN)/xgbops monitor setup
 
-monitor-sync: install-runtime ## Ship every MLflow run and the prediction history to the monitoring sink
+monitor-sync: install-runtime ## Ship every MLflow run, the prediction history and its feedback to the monitoring sink
 	$(BIN)/xgbops monitor sync-mlflow
 	$(BIN)/xgbops monitor predictions
 

@@ -351,11 +351,17 @@ app.add_typer(monitor_app, name="monitor")
 
 def _shipped(result: Any) -> None:
     """Print a sink's counts and the first refused documents; exit 1 if any was refused."""
-    typer.echo(result.summary())
+    if _print_shipped(result):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _print_shipped(result: Any, label: str = "") -> bool:
+    """Print a sink's counts (after ``label``) and the first refused documents; True if any was
+    refused."""
+    typer.echo(f"{label}{result.summary()}")
     for error in result.errors[:10]:
         typer.echo(f"  refused {error}", err=True)
-    if result.failed:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    return bool(result.failed)
 
 
 @monitor_app.command("setup")
@@ -391,7 +397,8 @@ def monitor_predictions(
         bool, typer.Option("--all", help="Ignore the watermark: ship the whole history.")
     ] = False,
 ) -> None:
-    """Ship the prediction history in bulk, from the last watermark (re-runs never duplicate)."""
+    """Ship the prediction history in bulk, then the clients' feedback (true labels joined with
+    their predictions), each from its last watermark (re-runs never duplicate)."""
     from xgbops.monitoring import sinks, sync  # pylint: disable=import-outside-toplevel
 
     settings = _settings(ctx)
@@ -399,10 +406,19 @@ def monitor_predictions(
         start = datetime.fromisoformat(since) if since else None
     except ValueError as exc:
         raise typer.BadParameter(f"not an ISO date/time: {since!r}", param_hint="--since") from exc
-    with closing(sinks.open_sink(settings)) as sink, _status("Shipping predictions"):
-        shipped = sync.sync_predictions(settings, sink, since=start, everything=everything)
-    typer.echo(f"from {shipped.since or 'the beginning'} to {shipped.watermark or 'now'}")
-    _shipped(shipped.result)
+    with closing(sinks.open_sink(settings)) as sink:
+        with _status("Shipping predictions"):
+            shipped = sync.sync_predictions(settings, sink, since=start, everything=everything)
+        typer.echo(f"from {shipped.since or 'the beginning'} to {shipped.watermark or 'now'}")
+        refused = _print_shipped(shipped.result)
+        with _status("Shipping feedback"):
+            labelled = sync.sync_feedback(settings, sink, since=start, everything=everything)
+        typer.echo(
+            f"feedback from {labelled.since or 'the beginning'} to {labelled.watermark or 'now'}"
+        )
+        refused = _print_shipped(labelled.result, "feedback: ") or refused
+    if refused:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @monitor_app.command("drift")
@@ -470,7 +486,7 @@ def monitor_follow(
     settings = _settings(ctx)
     schedule = settings.monitoring.follow
     typer.echo(
-        f"following: predictions every {schedule.predictions_every}, system every "
+        f"following: predictions and feedback every {schedule.predictions_every}, system every "
         f"{schedule.system_every}, MLflow every {schedule.mlflow_every}, drift every "
         f"{schedule.drift_every} over {schedule.drift_window}"
     )

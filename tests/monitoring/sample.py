@@ -10,6 +10,7 @@ from xgbops.monitoring.events import (
     DriftFeatureEvent,
     DriftReportEvent,
     Event,
+    FeedbackEvent,
     HoldoutMetrics,
     PredictionEvent,
     TrainingRunEvent,
@@ -17,7 +18,8 @@ from xgbops.monitoring.events import (
 
 
 def all_kinds(disk: Path, when: datetime) -> list[Event]:
-    """A training run, a prediction, a drift report and row, a system sample (+ processes)."""
+    """A training run, a prediction and its feedback, a drift report and row, a system sample
+    (+ processes)."""
     report_id = f"report-{when:%Y%m%d%H%M%S%f}"
     events: list[Event] = [
         TrainingRunEvent(
@@ -55,6 +57,18 @@ def all_kinds(disk: Path, when: datetime) -> list[Event]:
             latency_ms=2.0,
             request_id="req",
             input={"state": "KS", "account_length": 128, "total_day_minutes": 265.1},
+        ),
+        FeedbackEvent(
+            timestamp=when + timedelta(minutes=5),
+            prediction_id=f"{when:%Y%m%d%H%M%S%f}".ljust(32, "0"),
+            model_name="churn-xgboost",
+            model_version="1",
+            predicted_label="yes",
+            actual_label="no",
+            correct=0,
+            probability=0.8,
+            predicted_at=when,
+            request_id="feedback-req",
         ),
         DriftReportEvent(
             timestamp=when,

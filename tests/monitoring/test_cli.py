@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.monitoring.history_rows import label, other, write_feedback
 from tests.monitoring.test_check import shifted_history
+from xgbops.monitoring.history import read_predictions
 from xgbops.monitoring.sinks import LocalSink, local_sink_path
 from xgbops.tracking import Tracker
 from tests.cli_runner import run_xgbops as run
@@ -67,7 +69,8 @@ def test_monitor_ships_to_elasticsearch_when_configured(monkeypatch, capsys, pro
     monkeypatch.setenv("XGBOPS_MONITORING__ELASTICSEARCH_URL", fake_es.url)
     shifted_history(project_env, 120, datetime.now(UTC))
     status, out, _ = run(monkeypatch, capsys, "monitor", "setup")
-    assert status == 0 and "Elasticsearch 9.1.0: 9 resources" in out
+    assert status == 0 and "Elasticsearch 9.1.0: 10 resources" in out
+    assert "  index_templates/xgbops-feedback" in out.splitlines()
     status, out, _ = run(monkeypatch, capsys, "monitor", "predictions")
     assert status == 0 and f"elasticsearch:{fake_es.url}: 120 new" in out
     status, out, _ = run(monkeypatch, capsys, "monitor", "predictions", "--all")
@@ -98,3 +101,83 @@ def test_user_errors_are_one_line_and_a_non_zero_exit(
 ):
     status, _, err = run(monkeypatch, capsys, *args)
     assert status == 2 and message in err and "Traceback" not in err
+
+
+def _label_history(settings, wrong_every: int = 4) -> list:
+    """Label every stored prediction, one in ``wrong_every`` wrongly; the predictions."""
+    served = list(read_predictions(settings.history_url, "yes"))
+    now = datetime.now(UTC)
+    write_feedback(
+        settings.history_url,
+        [
+            label(p.prediction_id, other(p.label) if i % wrong_every == 0 else p.label, now)
+            for i, p in enumerate(served)
+        ],
+    )
+    return served
+
+
+def test_monitor_predictions_ships_the_feedback_on_a_line_of_its_own(
+    monkeypatch, capsys, project_env
+):
+    settings = project_env
+    shifted_history(settings, 20, datetime.now(UTC))
+    _label_history(settings)
+
+    status, out, _ = run(monkeypatch, capsys, "monitor", "predictions")
+
+    assert status == 0
+    lines = out.splitlines()
+    target = f"local:{local_sink_path(settings)}"
+    assert lines[1] == f"{target}: 20 new, 0 updated, 0 already shipped, 0 failed"
+    assert lines[2].startswith("feedback from the beginning to ")
+    assert lines[3] == f"feedback: {target}: 20 new, 0 updated, 0 already shipped, 0 failed"
+    feedback = _stored(settings, "feedback")
+    assert sum(d["correct"] for d in feedback) == 15  # one in four labelled wrongly
+
+    status, out, _ = run(monkeypatch, capsys, "monitor", "predictions")
+    assert status == 0
+    assert (
+        out.splitlines()[3] == f"feedback: {target}: 0 new, 20 updated, 0 already shipped, 0 failed"
+    )
+    assert len(_stored(settings, "feedback")) == 20
+
+
+def test_refused_feedback_exits_1_after_shipping_the_predictions(
+    monkeypatch, capsys, project_env, fake_es
+):
+    monkeypatch.setenv("XGBOPS_MONITORING__SINK", "elasticsearch")
+    monkeypatch.setenv("XGBOPS_MONITORING__ELASTICSEARCH_URL", fake_es.url)
+    shifted_history(project_env, 5, datetime.now(UTC))
+    served = _label_history(project_env)
+    assert run(monkeypatch, capsys, "monitor", "setup")[0] == 0
+    stale = fake_es.templates["xgbops-feedback"]["template"]["mappings"]["properties"]
+    stale.pop("actual_label")  # a cluster whose feedback template is older than the code
+
+    status, out, err = run(monkeypatch, capsys, "monitor", "predictions")
+
+    assert status == 1
+    lines = out.splitlines()
+    assert lines[1].endswith(": 5 new, 0 updated, 0 already shipped, 0 failed")
+    assert lines[3].endswith(": 0 new, 0 updated, 0 already shipped, 5 failed")
+    index = f"xgbops-feedback-{served[0].timestamp:%Y.%m}.01"
+    assert f"refused {index}/{served[0].prediction_id}: 400 strict_dynamic_mapping_exception" in err
+    assert len(fake_es.documents()) == 5  # the predictions
+
+
+def test_a_refused_prediction_still_ships_the_feedback_then_exits_1(
+    monkeypatch, capsys, project_env, fake_es
+):
+    monkeypatch.setenv("XGBOPS_MONITORING__SINK", "elasticsearch")
+    monkeypatch.setenv("XGBOPS_MONITORING__ELASTICSEARCH_URL", fake_es.url)
+    shifted_history(project_env, 5, datetime.now(UTC))
+    served = _label_history(project_env)
+    fake_es.fail_item(served[3].prediction_id, 400)  # its prediction, shipped first
+
+    status, out, err = run(monkeypatch, capsys, "monitor", "predictions")
+
+    assert status == 1
+    lines = out.splitlines()
+    assert lines[1].endswith(": 4 new, 0 updated, 0 already shipped, 1 failed")
+    assert lines[3].endswith(": 5 new, 0 updated, 0 already shipped, 0 failed")
+    assert f"/{served[3].prediction_id}: 400 illegal_argument_exception" in err

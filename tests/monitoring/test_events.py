@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from xgbops.monitoring.events import (
     EVENT_TYPES,
+    FeedbackEvent,
     HoldoutMetrics,
     PredictionEvent,
     TrainingRunEvent,
@@ -93,6 +94,50 @@ def test_stable_ids_depend_only_on_their_parts():
 
 def test_every_kind_has_its_own_class():
     assert sorted(EVENT_TYPES) == sorted(
-        ["training-runs", "predictions", "drift-reports", "drift-features", "system", "processes"]
+        [
+            "training-runs",
+            "predictions",
+            "feedback",
+            "drift-reports",
+            "drift-features",
+            "system",
+            "processes",
+        ]
     )
     assert all(cls.KIND == kind for kind, cls in EVENT_TYPES.items())
+
+
+def _feedback(**changes):
+    values = {
+        "timestamp": datetime(2025, 4, 2, 8, 0, tzinfo=UTC),
+        "prediction_id": "b" * 32,
+        "model_name": "churn-xgboost",
+        "model_version": "3",
+        "predicted_label": "no",
+        "actual_label": "yes",
+        "correct": 0,
+        "probability": 0.25,
+        "predicted_at": datetime(2025, 3, 31, 23, 30, tzinfo=UTC),
+        "request_id": "fb-1",
+    }
+    return FeedbackEvent(**{**values, **changes})
+
+
+def test_feedback_is_one_overwritable_document_per_prediction_in_the_predictions_month():
+    first = _feedback()
+    # Corrected a month later: still the same (index, id), so the correction overwrites.
+    corrected = _feedback(timestamp=datetime(2025, 5, 3, tzinfo=UTC), actual_label="no", correct=1)
+    assert not FeedbackEvent.IMMUTABLE
+    assert first.doc_id == corrected.doc_id == "b" * 32
+    assert first.index("xgbops") == corrected.index("xgbops") == "xgbops-feedback-2025.03.01"
+    document = corrected.to_document()
+    assert document["@timestamp"] == "2025-05-03T00:00:00.000000Z"
+    assert document["predicted_at"] == "2025-03-31T23:30:00.000000Z"
+    assert (document["event_type"], document["correct"]) == ("feedback", 1)
+
+
+def test_feedback_correct_is_a_0_or_1_flag():
+    with pytest.raises(ValidationError):
+        _feedback(correct=2)
+    with pytest.raises(ValidationError):
+        _feedback(correct=-1)

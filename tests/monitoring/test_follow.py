@@ -1,5 +1,6 @@
 """`xgbops monitor follow`: the monitoring jobs on their schedules, each failure retried at its
-next turn, predictions shipped incrementally with an hourly catch-up of late replays."""
+next turn, predictions and their feedback shipped incrementally with an hourly catch-up of late
+replays."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from tests.cli_runner import run_xgbops as run_cli
-from tests.monitoring.history_rows import records, write_history
+from tests.monitoring.conftest import FAST_RETRY
+from tests.monitoring.history_rows import label, records, write_feedback, write_history
 from tests.monitoring.test_check import shifted_history
-from xgbops.monitoring import follow
-from xgbops.monitoring.sinks import LocalSink, local_sink_path
+from xgbops.monitoring import elastic, follow
+from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
 
 
 class FakeClock:
@@ -103,6 +105,106 @@ def test_a_late_replay_is_caught_by_the_hourly_full_overlap(make_monitored):
         clock.now += 3600
         assert shipping.run().startswith(f"{sink.target}: 1 new")  # the hourly catch-up
         assert late[0].id in {d["prediction_id"] for d in sink.read("predictions")}
+
+
+def test_the_predictions_job_ships_the_feedback_too_and_catches_late_predictions(make_monitored):
+    settings = make_monitored(notify={"desktop": False})
+    now = datetime.now(UTC)
+    spool = settings.state_path / "spool"
+    served = records([{"state": "KS"}] * 3, [0.9, 0.2, 0.2], now - timedelta(hours=2))
+    write_history(settings.history_url, spool, served)
+    # A label whose prediction the API replays from its spool half an hour late.
+    late = records([{"state": "OH"}], [0.7], now - timedelta(minutes=31))[0]
+    write_feedback(
+        settings.history_url,
+        [label(r.id, "yes", now - timedelta(minutes=i)) for i, r in enumerate(served)]
+        + [label(late.id, "no", now - timedelta(minutes=30))],
+    )
+    clock = FakeClock()
+    with LocalSink(local_sink_path(settings)) as sink:
+        shipping = follow.monitoring_jobs(settings, sink, clock)[0]
+
+        assert shipping.run() == (
+            f"{sink.target}: 3 new, 0 updated, 0 already shipped, 0 failed; "
+            "feedback: 3 new, 0 updated, 0 already shipped, 0 failed"
+        )
+        assert sorted(d["correct"] for d in sink.read("feedback")) == [0, 0, 1]
+
+        write_history(settings.history_url, spool, [late])
+        clock.now += 60  # 5-minute overlap: the label, received 30 minutes ago, is not re-read
+        assert shipping.run().endswith("feedback: 0 new, 3 updated, 0 already shipped, 0 failed")
+        clock.now += 3600  # the hourly catch-up
+        assert shipping.run().endswith("feedback: 1 new, 3 updated, 0 already shipped, 0 failed")
+        stored = {d["prediction_id"]: d for d in sink.read("feedback")}
+    assert set(stored) == {r.id for r in served} | {late.id}
+    assert (stored[late.id]["actual_label"], stored[late.id]["correct"]) == ("no", 0)
+
+
+def test_refused_feedback_fails_the_job_once_the_predictions_shipped(make_monitored, fake_es):
+    settings = make_monitored(notify={"desktop": False})
+    settings = settings.model_copy(
+        update={
+            "monitoring": settings.monitoring.model_copy(
+                update={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
+            )
+        }
+    )
+    now = datetime.now(UTC)
+    served = records([{"state": "KS"}] * 2, [0.9, 0.2], now - timedelta(minutes=10))
+    write_history(settings.history_url, settings.state_path / "spool", served)
+    write_feedback(settings.history_url, [label(r.id, "yes", now) for r in served])
+    _install(settings)
+    stale = fake_es.templates["xgbops-feedback"]["template"]["mappings"]["properties"]
+    stale.pop("correct")  # a cluster whose feedback template is older than the code
+    sink = ElasticsearchSink(settings.monitoring, retry=FAST_RETRY)
+    clock = FakeClock()
+    shipping = follow.monitoring_jobs(settings, sink, clock)[:1]
+
+    (failed,) = follow.run_due(shipping, clock)
+
+    assert not failed.ok
+    month = f"{served[0].created_at:%Y.%m}.01"  # labels go to their predictions' month
+    index = f"xgbops-feedback-{month}"
+    assert f"0 new, 0 updated, 0 already shipped, 2 failed; first refused: {index}/" in (
+        failed.detail
+    )
+    assert "strict_dynamic_mapping_exception" in failed.detail
+    assert {i for i, _ in fake_es.documents()} == {f"xgbops-predictions-{month}"}
+
+    _install(settings)  # the template is brought up to date: the next turn ships the labels
+    clock.now += 60
+    (retried,) = follow.run_due(shipping, clock)
+    assert retried.ok and retried.detail.endswith(
+        "feedback: 2 new, 0 updated, 0 already shipped, 0 failed"
+    )
+    assert len(fake_es.indices[index]) == 2
+    sink.close()
+
+
+def test_a_refused_prediction_does_not_hold_back_the_feedback(make_monitored, fake_es):
+    settings = make_monitored(notify={"desktop": False})
+    now = datetime.now(UTC)
+    served = records([{"state": "KS"}] * 2, [0.9, 0.2], now - timedelta(minutes=10))
+    write_history(settings.history_url, settings.state_path / "spool", served)
+    write_feedback(settings.history_url, [label(r.id, "yes", now) for r in served])
+    fake_es.fail_item(served[1].id, 400)  # the first document with that id: the prediction
+    sink = ElasticsearchSink(
+        settings.monitoring.model_copy(update={"elasticsearch_url": fake_es.url}),
+        retry=FAST_RETRY,
+    )
+    clock = FakeClock()
+
+    (outcome,) = follow.run_due(follow.monitoring_jobs(settings, sink, clock)[:1], clock)
+
+    assert not outcome.ok and "1 new, 0 updated, 0 already shipped, 1 failed" in outcome.detail
+    assert f"first refused: xgbops-predictions-{served[1].created_at:%Y.%m}.01/" in outcome.detail
+    month = f"{served[0].created_at:%Y.%m}.01"
+    assert set(fake_es.indices[f"xgbops-feedback-{month}"]) == {r.id for r in served}
+    sink.close()
+
+
+def _install(settings):
+    elastic.install(settings, elastic.create_client(settings.monitoring, FAST_RETRY))
 
 
 def test_the_command_runs_rounds_and_prints_each_job(monkeypatch, capsys, make_monitored):

@@ -18,13 +18,13 @@ import pytest
 
 from tests.conftest import project_settings
 from tests.monitoring.conftest import ES_DIR
-from tests.monitoring.history_rows import records, write_history
+from tests.monitoring.history_rows import label, records, write_feedback, write_history
 from tests.monitoring.mapping_check import violations
 from xgbops.monitoring import MonitoringError, elastic, system
 from xgbops.monitoring.check import load_reference
 from xgbops.monitoring.drift import Inputs, build_report
 from xgbops.monitoring.events import EVENT_TYPES, Event
-from xgbops.monitoring.history import read_predictions
+from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sync import training_run_events
 
 
@@ -58,8 +58,11 @@ def shipped(champion_project: Path, tmp_path_factory: pytest.TempPathFactory) ->
     example = json.loads((champion_project / "data" / "example.json").read_text())
     history = tmp_path_factory.mktemp("history")
     url = f"sqlite:///{history / 'predictions.db'}"
-    write_history(url, history / "spool", records([example], [0.7], datetime.now(UTC)))
+    served = records([example, example], [0.7, 0.2], datetime.now(UTC))
+    write_history(url, history / "spool", served)
     events += list(read_predictions(url, "yes"))
+    write_feedback(url, [label(row.id, "yes", datetime.now(UTC)) for row in served])
+    events += list(read_feedback(url))  # one right, one wrong
     events += list(_system_sample(tmp_path_factory.mktemp("disk")))
     grouped: dict[str, list] = defaultdict(list)
     for event in events:
@@ -113,6 +116,20 @@ def test_a_template_missing_a_field_the_code_ships_is_caught(shipped, tmp_path):
     assert any(p.startswith("positive:") for p in problems)
 
 
+def test_a_feedback_template_with_a_wrong_type_is_caught(shipped, tmp_path):
+    broken = tmp_path / "index_templates"
+    broken.mkdir()
+    body = json.loads((ES_DIR / "index_templates" / "xgbops-feedback.json").read_text())
+    body["template"]["mappings"]["properties"]["correct"] = {"type": "boolean"}
+    del body["template"]["mappings"]["properties"]["predicted_at"]
+    (broken / "xgbops-feedback.json").write_text(json.dumps(body))
+    assert {d["correct"] for d in shipped["feedback"]} == {0, 1}
+    for document in shipped["feedback"]:
+        problems = violations(document, _mappings("feedback", tmp_path))
+        assert f"correct: {document['correct']!r} for a boolean" in problems
+        assert "predicted_at: not in the mapping (dynamic: strict)" in problems
+
+
 def test_dynamic_inputs_follow_the_dynamic_templates(shipped):
     document = dict(shipped["predictions"][0])
     mappings = _mappings("predictions")
@@ -144,7 +161,9 @@ def test_index_patterns_do_not_overlap():
     """Elasticsearch refuses two templates of the same priority matching the same index."""
     templates = [r for r in elastic.load_resources(ES_DIR) if r.kind == "index_templates"]
     for kind, cls in EVENT_TYPES.items():
-        index = cls.model_construct(timestamp=datetime(2025, 1, 1, tzinfo=UTC)).index("xgbops")
+        moment = datetime(2025, 1, 1, tzinfo=UTC)
+        # predicted_at: feedback documents live in the index of their prediction's month.
+        index = cls.model_construct(timestamp=moment, predicted_at=moment).index("xgbops")
         matching = [
             t.name
             for t in templates

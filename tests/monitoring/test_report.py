@@ -15,17 +15,20 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.monitoring.history_rows import label, other, records, write_feedback, write_history
 from tests.monitoring.test_check import shifted_history
 from xgbops.monitoring import system
 from xgbops.monitoring.check import check_drift
 from xgbops.monitoring.events import ProcessEvent
+from xgbops.monitoring.history import read_predictions
 from xgbops.monitoring.report import build_report
 from xgbops.monitoring.sinks import LocalSink, local_sink_path
-from xgbops.monitoring.sync import sync_mlflow, sync_predictions
+from xgbops.monitoring.sync import sync_feedback, sync_mlflow, sync_predictions
 from xgbops.tracking import Tracker
 from tests.cli_runner import run_xgbops as run_cli
 
 VIEWS = ["models", "predictions", "drift", "system"]
+LIVE_ACCURACY = "Live accuracy (client feedback)"
 #: Headless, offline, no profile left behind: nothing may reach the network.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -58,6 +61,7 @@ class _Page(HTMLParser):
         super().__init__()
         self.body: dict[str, str] = {}
         self.views: dict[str, dict[str, Any]] = {}
+        self.alts: list[str] = []
         self.sources: list[str] = []
         self._view: str | None = None
         self._in_empty = False
@@ -72,6 +76,7 @@ class _Page(HTMLParser):
             self.views[self._view or ""] = {"images": [], "empty": ""}
         elif tag == "img" and self._view:
             self.views[self._view]["images"].append(values.get("src", ""))
+            self.alts.append(values.get("alt", ""))
         elif tag == "p" and values.get("class") == "empty":
             self._in_empty = True
 
@@ -135,15 +140,37 @@ def _this_process(machine: Any) -> ProcessEvent:
     )
 
 
+def label_history(settings, received_at: datetime, wrong_every: int = 4, version: str = "1"):
+    """Label the stored predictions of ``version``, one in ``wrong_every`` wrongly (the first
+    of each ``wrong_every``; none when 0)."""
+    served = [
+        p for p in read_predictions(settings.history_url, "yes") if p.model_version == version
+    ]
+    write_feedback(
+        settings.history_url,
+        [
+            label(p.prediction_id, other(p.label) if wrong else p.label, received_at)
+            for p, wrong in zip(served, _wrong(len(served), wrong_every), strict=True)
+        ],
+    )
+    return served
+
+
+def _wrong(count: int, every: int) -> list[bool]:
+    return [every > 0 and i % every == 0 for i in range(count)]
+
+
 def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
     monkeypatch, capsys, champion_project, make_monitored, tmp_path
 ):
     settings = make_monitored(notify={"desktop": False})
     now = datetime.now(UTC)
     shifted_history(settings, 150, now)
+    label_history(settings, now - timedelta(minutes=1), wrong_every=5)
     with LocalSink(local_sink_path(settings)) as sink:
         assert sync_mlflow(settings, sink).failed == 0
         assert sync_predictions(settings, sink).result.created == 150
+        assert sync_feedback(settings, sink).result.created == 150
         assert check_drift(settings, timedelta(hours=24), sink).report.drift_detected
         for _ in range(2):
             events = system.sample(settings.project_dir, measure_seconds=0.01)
@@ -161,11 +188,14 @@ def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
     page = parse(text)
     assert list(page.views) == VIEWS
     assert {key: len(view["images"]) for key, view in page.views.items()} == {
-        "models": 1,
+        "models": 2,
         "predictions": 3,
         "drift": 1,
         "system": 2,
     }
+    assert page.alts[:2] == ["Holdout roc_auc of every registered version", LIVE_ACCURACY]
+    accuracy = "150 labelled prediction(s) (client feedback); live accuracy 80.0% (v1 80.0% of 150)"
+    assert f"<br>{accuracy}</p>" in text  # a line of its own under the versions' summary
     assert all(not view["empty"] for view in page.views.values())
     for src in page.sources:  # self-contained: every resource is inline
         assert src.startswith(("data:image/png;base64,", "#")), src[:80]
@@ -180,7 +210,7 @@ def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
     shown = render_in_chromium(output, tmp_path)
 
     assert shown.body.get("data-rendered") == "true"
-    assert shown.body["data-images"] == shown.body["data-images-loaded"] == "7"
+    assert shown.body["data-images"] == shown.body["data-images-loaded"] == "8"
     assert {key: len(view["images"]) for key, view in shown.views.items()} == {
         key: len(view["images"]) for key, view in page.views.items()
     }
@@ -237,6 +267,49 @@ def test_without_a_sink_the_report_reads_mlflow_the_history_and_the_drift_file(
     assert ["total_day_minutes", "numeric"] == views["drift"].rows[0][:2]
     assert views["drift"].rows[0][-1] == "DRIFT" and len(views["drift"].plots) == 1
     assert not views["system"].has_data and "make monitor-system" in views["system"].empty
+    assert not local_sink_path(settings).exists()
+
+
+def test_live_accuracy_comes_from_the_sink_and_the_history_the_later_label_winning(
+    make_monitored,
+):
+    settings = make_monitored(notify={"desktop": False})
+    now = datetime.now(UTC)
+    shifted_history(settings, 8, now - timedelta(hours=1), version="1")
+    shifted_history(settings, 4, now, version="2")
+    first = label_history(settings, now - timedelta(minutes=50), wrong_every=2, version="1")
+    with LocalSink(local_sink_path(settings)) as sink:  # v1's labels: half of them right
+        assert sync_feedback(settings, sink).result.created == 8
+    # Not shipped yet: v2's labels (all right), and a correction of a wrong v1 label.
+    label_history(settings, now - timedelta(minutes=5), wrong_every=0, version="2")
+    write_feedback(settings.history_url, [label(first[0].prediction_id, first[0].label, now)])
+
+    models = {view.key: view for view in build_report(settings).views}["models"]
+
+    assert [plot.title for plot in models.plots][-1] == LIVE_ACCURACY
+    assert models.summary.splitlines()[-1] == (
+        "12 labelled prediction(s) (client feedback); live accuracy 75.0% "
+        "(v1 62.5% of 8, v2 100.0% of 4)"
+    )
+    assert "client feedback" in models.source
+
+
+def test_live_accuracy_is_shown_without_any_registered_version(settings, tmp_path):
+    """Feedback but no MLflow store (an API serving a model trained elsewhere)."""
+    now = datetime.now(UTC)
+    served = records([{"state": "KS"}] * 3, [0.9, 0.8, 0.1], now - timedelta(hours=1))
+    write_history(settings.history_url, tmp_path / "spool", served)
+    write_feedback(settings.history_url, [label(r.id, "yes", now) for r in served])
+
+    models = {view.key: view for view in build_report(settings).views}["models"]
+    two_days_later = build_report(settings, now + timedelta(days=2), timedelta(days=1))
+    later = {view.key: view for view in two_days_later.views}
+
+    assert models.has_data and [plot.title for plot in models.plots] == [LIVE_ACCURACY]
+    assert models.summary == (
+        "3 labelled prediction(s) (client feedback); live accuracy 66.7% (v1 66.7% of 3)"
+    )
+    assert not later["models"].has_data and "make train" in later["models"].empty  # out of window
     assert not local_sink_path(settings).exists()
 
 

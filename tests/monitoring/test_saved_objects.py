@@ -455,6 +455,7 @@ def test_every_lens_field_is_checked_against_a_mapping():
         view_fields("metricbeat-*,metrics-*", sources)["docker.memory.usage.pct"] == "scaled_float"
     )
     assert view_fields("xgbops-training-runs", sources)["metrics.roc_auc"] == "double"
+    assert view_fields("xgbops-feedback-*", sources)["correct"] == "byte"
     histogram = "prometheus.xgbops_http_request_duration_seconds.histogram"
     assert view_fields("metricbeat-*,metrics-*", sources)[histogram] == "histogram"
 
@@ -478,12 +479,23 @@ def test_every_lens_field_is_checked_against_a_mapping():
             "panel p2 has no reference panel_p2",
         ),
         (
+            "kibana/dashboard-models.ndjson",
+            _drop_line('{"type":"lens","id":"xgbops-models-live-accuracy"'),
+            "models: reference p7:panel_p7 -> lens/xgbops-models-live-accuracy not defined",
+        ),
+        (
             "kibana/dashboard-system.ndjson",
             lambda t: t.replace('"name":"indexpattern-datasource-layer-main"', '"name":"layer"', 1),
             "layer main has no data view reference",
         ),
     ],
-    ids=["data-view-dropped", "lens-dropped", "panel-reference-renamed", "layer-reference-renamed"],
+    ids=[
+        "data-view-dropped",
+        "lens-dropped",
+        "panel-reference-renamed",
+        "live-accuracy-dropped",
+        "layer-reference-renamed",
+    ],
 )
 def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected):
     sources = broken_copy(tmp_path, file, edit)
@@ -503,6 +515,16 @@ def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected
             "kibana/dashboard-drift.ndjson",
             lambda t: t.replace('"sourceField":"psi"', '"sourceField":"psi_value"'),
             "field 'psi_value' not in the mapping of xgbops-drift-features-*",
+        ),
+        (
+            "elasticsearch/index_templates/xgbops-feedback.json",
+            lambda t: t.replace('"correct"', '"is_correct"'),
+            "column accuracy (average): field 'correct' not in the mapping of xgbops-feedback-*",
+        ),
+        (
+            "elasticsearch/index_templates/xgbops-feedback.json",
+            lambda t: t.replace('"type": "byte"', '"type": "keyword"'),
+            "average cannot use 'correct' of type keyword",
         ),
         (
             "kibana/dashboard-predictions.ndjson",
@@ -585,6 +607,8 @@ def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected
     ids=[
         "template-field-renamed",
         "lens-field-renamed",
+        "feedback-field-renamed",
+        "live-accuracy-on-a-keyword",
         "numeric-operation-on-keyword",
         "column-filter-field",
         "query-field",
@@ -604,11 +628,12 @@ def test_a_field_that_is_missing_or_of_the_wrong_type_is_found(tmp_path, file, e
     assert any(expected in p for p in problems), problems
 
 
-def test_an_event_index_without_a_data_view_is_found(tmp_path):
+@pytest.mark.parametrize("family", ["processes", "feedback"])
+def test_an_event_index_without_a_data_view_is_found(tmp_path, family):
     sources = broken_copy(
-        tmp_path, "kibana/data-views.ndjson", _drop_line('"id":"xgbops-processes"')
+        tmp_path, "kibana/data-views.ndjson", _drop_line(f'"id":"xgbops-{family}"')
     )
-    assert "no data view targets xgbops-processes-*" in data_view_problems(
+    assert f"no data view targets xgbops-{family}-*" in data_view_problems(
         sources.objects(), sources
     )
 

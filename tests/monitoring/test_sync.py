@@ -1,5 +1,6 @@
 """Backfills: MLflow runs as training-run events (the champion flag follows the alias), the
-prediction history from a watermark; re-runs never duplicate. Plus the hook at the end of train."""
+prediction history and the clients' feedback from their watermarks; re-runs never duplicate.
+Plus the hook at the end of train."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import structlog
 
 from tests.conftest import project_settings
 from tests.monitoring.conftest import FAST_RETRY
-from tests.monitoring.history_rows import records, write_history
+from tests.monitoring.history_rows import label, other, records, write_feedback, write_history
 from xgbops import train as training
-from xgbops.monitoring import sync
+from xgbops.monitoring import elastic, sync
 from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
 from xgbops.tracking import CHAMPION_ALIAS, Tracker
 
@@ -156,3 +157,128 @@ def test_the_watermark_stays_put_when_documents_were_refused(make_settings, fake
     assert (retried.result.created, retried.result.already_shipped) == (1, 2)
     assert sync.watermark_path(settings).exists()
     assert len(fake_es.documents()) == 3
+
+
+# -- the clients' feedback -------------------------------------------------------------------
+
+
+def test_feedback_ships_joined_and_a_label_waits_for_its_prediction(settings):
+    now = datetime.now(UTC)
+    served = _history(settings, 4, now - timedelta(hours=3))  # labels yes, no, no, yes
+    received = now - timedelta(minutes=30)
+    # The client reports a label for a prediction the API has not stored yet (still buffered).
+    pending = records([{"state": "KS"}], [0.9], now - timedelta(minutes=31))[0]
+    write_feedback(
+        settings.history_url,
+        [
+            label(served[0].id, "yes", received),  # right
+            label(served[1].id, "yes", received + timedelta(seconds=1)),  # wrong
+            label(served[2].id, "no", received + timedelta(seconds=2)),  # right
+            label(pending.id, "no", received + timedelta(seconds=3)),  # wrong, once stored
+        ],
+    )
+    with LocalSink(local_sink_path(settings)) as sink:
+        first = sync.sync_feedback(settings, sink)
+        assert (first.since, first.result.created, first.result.failed) == (None, 3, 0)
+        assert first.watermark == received + timedelta(seconds=2)
+        marks = json.loads(sync.watermark_path(settings).read_text())
+        assert marks == {f"{sink.target}|feedback": first.watermark.isoformat()}
+        stored = {d["prediction_id"]: d for d in sink.read("feedback")}
+        assert set(stored) == {served[0].id, served[1].id, served[2].id}
+        assert [stored[r.id]["correct"] for r in served[:3]] == [1, 0, 1]
+        assert stored[served[1].id]["predicted_label"] == "no"
+        assert stored[served[1].id]["actual_label"] == "yes"
+
+        # Stored now, half an hour late (the API's spool): the next run re-reads the hour before
+        # the watermark, so the label is joined and shipped now.
+        write_history(settings.history_url, settings.state_path / "spool", [pending])
+        second = sync.sync_feedback(settings, sink)
+        assert second.since == first.watermark - sync.WATERMARK_OVERLAP
+        assert (second.result.created, second.result.updated) == (1, 3)  # re-reads overwrite
+        assert second.watermark == received + timedelta(seconds=3)
+        assert sink.count("feedback") == 4
+        late = next(d for d in sink.read("feedback") if d["prediction_id"] == pending.id)
+        assert (late["predicted_label"], late["actual_label"], late["correct"]) == ("yes", "no", 0)
+
+
+def test_a_feedback_resync_overwrites_and_a_corrected_label_replaces_the_first(settings):
+    now = datetime.now(UTC)
+    served = _history(settings, 3, now - timedelta(hours=2))
+    write_feedback(
+        settings.history_url,
+        [label(r.id, other(r.label), now - timedelta(hours=1)) for r in served],
+    )
+    with LocalSink(local_sink_path(settings)) as sink:
+        first = sync.sync_feedback(settings, sink)
+        assert (first.result.created, first.result.updated) == (3, 0)
+        again = sync.sync_feedback(settings, sink, everything=True).result
+        assert (again.created, again.updated, again.already_shipped) == (0, 3, 0)
+        assert sink.count("feedback") == 3 and sink.count() == 3
+        # The client corrects its first label: the upsert moves received_at past the watermark.
+        corrected_at = now - timedelta(minutes=5)
+        write_feedback(settings.history_url, [label(served[0].id, served[0].label, corrected_at)])
+        third = sync.sync_feedback(settings, sink)
+        assert (third.result.created, third.result.updated) == (0, 3)
+        assert third.watermark == corrected_at
+        documents = {d["prediction_id"]: d for d in sink.read("feedback")}
+    assert len(documents) == 3
+    assert documents[served[0].id]["actual_label"] == served[0].label
+    assert documents[served[0].id]["correct"] == 1
+    assert documents[served[0].id]["@timestamp"].startswith(f"{corrected_at:%Y-%m-%dT%H:%M:%S}")
+    assert [documents[r.id]["correct"] for r in served[1:]] == [0, 0]
+
+
+def test_feedback_bulk_bodies_index_by_prediction_id_and_overwrite(make_settings, fake_es):
+    settings = make_settings(monitoring={"sink": "elasticsearch", "elasticsearch_url": fake_es.url})
+    elastic.install(settings, elastic.create_client(settings.monitoring, FAST_RETRY))
+    predicted_at = datetime(2025, 5, 31, 23, 0, tzinfo=UTC)
+    served = records([{"state": "KS"}, {"state": "OH"}], [0.9, 0.1], predicted_at)
+    write_history(settings.history_url, settings.state_path / "spool", served)
+    received = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)  # a month later than the predictions
+    write_feedback(
+        settings.history_url,
+        [
+            label(served[0].id, "yes", received, "fb-0"),
+            label(served[1].id, "yes", received, "fb-1"),
+        ],
+    )
+    sink = ElasticsearchSink(settings.monitoring, retry=FAST_RETRY)
+
+    first = sync.sync_feedback(settings, sink)
+    again = sync.sync_feedback(settings, sink)
+
+    assert (first.result.created, first.result.failed) == (2, 0)
+    assert (again.result.updated, again.result.created, again.result.failed) == (2, 0, 0)
+    index = "xgbops-feedback-2025.05.01"  # the predictions' month, not the labels'
+    bodies = [request.ndjson() for request in fake_es.bulk_requests()]
+    assert bodies[0] == bodies[1]  # the re-run sends the very same request
+    by_id = sorted(served, key=lambda r: r.id)  # same received_at: ordered by prediction id
+    assert bodies[0] == [
+        line
+        for row in by_id
+        for line in (
+            {"index": {"_index": index, "_id": row.id}},
+            {
+                "@timestamp": "2025-06-01T08:00:00.000000Z",
+                "prediction_id": row.id,
+                "model_name": "churn-xgboost",
+                "model_version": "1",
+                "predicted_label": row.label,
+                "actual_label": "yes",
+                "correct": int(row.label == "yes"),
+                "probability": row.probability,
+                "predicted_at": f"{row.created_at:%Y-%m-%dT%H:%M:%S.%f}Z",
+                "request_id": f"fb-{served.index(row)}",
+                "event_type": "feedback",
+            },
+        )
+    ]
+    assert set(fake_es.documents()) == {(index, row.id) for row in served}
+
+    write_feedback(settings.history_url, [label(served[1].id, "no", received + timedelta(days=1))])
+    corrected = sync.sync_feedback(settings, sink)
+    assert (corrected.result.updated, corrected.result.created) == (2, 0)
+    assert fake_es.indices[index][served[1].id]["actual_label"] == "no"
+    assert fake_es.indices[index][served[1].id]["correct"] == 1
+    assert len(fake_es.documents()) == 2
+    sink.close()

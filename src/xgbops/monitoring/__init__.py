@@ -3,9 +3,10 @@
 ``events`` defines one pydantic model per event type, each with a deterministic document id and
 index, so re-shipping the same fact never duplicates it. ``sinks`` ships them to the local
 SQLite sink (the default) or to Elasticsearch (``elastic`` installs its templates). ``sync``
-backfills from MLflow and the prediction history, ``drift`` and ``check`` compare recent inputs
-with the training data, ``system`` samples CPU, memory and disk. Importing this package does no
-work and pulls in none of the heavy libraries: import the submodule you need.
+backfills from MLflow and the prediction history (predictions, and the true labels clients
+report for them: live accuracy), ``drift`` and ``check`` compare recent inputs with the training
+data, ``system`` samples CPU, memory and disk. Importing this package does no work and pulls in
+none of the heavy libraries: import the submodule you need.
 """
 
 from __future__ import annotations

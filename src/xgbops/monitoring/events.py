@@ -193,6 +193,46 @@ class PredictionEvent(Event):
         return self.prediction_id
 
 
+class FeedbackEvent(Event):
+    """The true label of one served prediction, as its client reported it (``POST /feedback``),
+    joined with the prediction it judges: one document per labelled prediction.
+
+    A state, not a fact: a second label for the same prediction replaces the first, so it is
+    shipped with ``index`` and overwrites its document. ``@timestamp`` is when the label was
+    received, but the index is that of the month the prediction was *made* (``predicted_at``),
+    which never changes: a corrected label received in a later month still lands on the same
+    (index, id) and overwrites, where an index following ``@timestamp`` would keep both labels.
+    """
+
+    KIND: ClassVar[str] = "feedback"
+    IMMUTABLE: ClassVar[bool] = False
+
+    prediction_id: str
+    model_name: str
+    model_version: str
+    #: The label the model served, and the true label the client reported.
+    predicted_label: str
+    actual_label: str
+    #: 1 when ``actual_label`` is ``predicted_label``: its average is the live accuracy.
+    correct: int = Field(ge=0, le=1)
+    #: The predicted probability of the positive label.
+    probability: float
+    #: When the prediction was served (the history's ``created_at``).
+    predicted_at: datetime
+    #: The request id of the ``POST /feedback`` call that reported the label.
+    request_id: str | None = None
+
+    @property
+    def doc_id(self) -> str:
+        """The prediction's id: one document per labelled prediction."""
+        return self.prediction_id
+
+    def index(self, prefix: str) -> str:
+        """The monthly index of the prediction's own month, e.g. ``xgbops-feedback-2025.01.01``
+        (see the class docstring for why not the month of ``@timestamp``)."""
+        return f"{prefix}-{self.KIND}-{self.predicted_at:%Y.%m}.01"
+
+
 class DriftReportEvent(Event):
     """The summary of one drift check: a window of predictions against the training data."""
 
@@ -324,6 +364,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         TrainingRunEvent,
         PredictionEvent,
+        FeedbackEvent,
         DriftReportEvent,
         DriftFeatureEvent,
         SystemEvent,

@@ -10,8 +10,10 @@ its next turn: one unreachable service never stops the others, and nothing is lo
 every job reads a source of truth and ships idempotently. Predictions are shipped from the
 watermark minus :data:`SHORT_OVERLAP` and, once an hour, minus the full
 :data:`~xgbops.monitoring.sync.WATERMARK_OVERLAP`, which catches the rows the API replays late
-after a database outage without re-reading an hour of history every minute. After each round
-the heartbeat file is rewritten; the compose healthcheck reads its age.
+after a database outage without re-reading an hour of history every minute. The predictions job
+ships the clients' feedback (true labels) too, from its own watermark with the same overlap: a
+label whose prediction was stored late is caught the same way. After each round the heartbeat
+file is rewritten; the compose healthcheck reads its age.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from xgbops.config import Settings
 from xgbops.monitoring import MonitoringError, system
 from xgbops.monitoring.check import check_drift
 from xgbops.monitoring.sinks import ShipResult, Sink
-from xgbops.monitoring.sync import WATERMARK_OVERLAP, sync_mlflow, sync_predictions
+from xgbops.monitoring.sync import (
+    WATERMARK_OVERLAP,
+    sync_feedback,
+    sync_mlflow,
+    sync_predictions,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -74,8 +81,11 @@ def monitoring_jobs(
         if full:
             full_overlap_due[0] = clock() + WATERMARK_OVERLAP.total_seconds()
         overlap = WATERMARK_OVERLAP if full else SHORT_OVERLAP
-        shipped = sync_predictions(settings, sink, overlap=overlap)
-        return _summary(shipped.result)
+        shipped = sync_predictions(settings, sink, overlap=overlap).result
+        labelled = sync_feedback(settings, sink, overlap=overlap).result
+        for result in (shipped, labelled):  # both shipped before a refusal fails the job
+            _summary(result)
+        return f"{shipped.summary()}; feedback: {labelled.counts()}"
 
     def machine() -> str:
         events = system.sample(settings.project_dir)

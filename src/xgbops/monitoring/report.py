@@ -5,11 +5,15 @@ The data come from the local sink first. Where it holds nothing of a kind yet, t
 the sources the monitoring package already reads, without shipping anything: MLflow for the
 training runs (:func:`~xgbops.monitoring.sync.training_run_events`), the prediction history
 (:func:`~xgbops.monitoring.history.read_predictions`; its rows are merged with the sink's by
-prediction id), the last drift report file (``reports/drift.json``). So the page is useful right
-after ``make run`` and a few predictions. A view with no data says which command produces some.
+prediction id), the clients' feedback joined with its predictions
+(:func:`~xgbops.monitoring.history.read_feedback`, merged the same way, the later label of a
+prediction winning), the last drift report file (``reports/drift.json``). So the page is useful
+right after ``make run`` and a few predictions. A view with no data says which command produces
+some.
 
 A window (``--window 30d`` by default) bounds what is read of the time series: predictions,
-drift checks and machine samples; the training runs are a registry, shown whole.
+feedback (by when the label was received), drift checks and machine samples; the training runs
+are a registry, shown whole.
 
 The page needs nothing but itself: CSS inline, plots drawn with matplotlib's object API (no
 pyplot, no global backend) and inlined as base64 PNG, and a Content-Security-Policy that forbids
@@ -36,7 +40,7 @@ from matplotlib.figure import Figure
 
 from xgbops.config import Settings
 from xgbops.monitoring import MonitoringError
-from xgbops.monitoring.history import read_predictions
+from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sinks import LocalSink, local_sink_path
 
 #: Colours: one for "normal", one for "flagged", one for the threshold and the champion.
@@ -205,6 +209,22 @@ def _predictions(settings: Settings, sink: _SinkReader) -> tuple[list[dict[str, 
     return list(by_id.values()), notes
 
 
+def _feedback(settings: Settings, sink: _SinkReader) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sink's feedback and the history's, merged by prediction id (the later label wins:
+    it is a correction the sink has not received yet); notes on problems."""
+    by_id = {doc["prediction_id"]: doc for doc in sink.read("feedback")}
+    notes = []
+    try:
+        for event in read_feedback(settings.history_url, since=sink.since):
+            document = event.to_document()
+            known = by_id.get(event.prediction_id)
+            if known is None or str(known["@timestamp"]) < document["@timestamp"]:
+                by_id[event.prediction_id] = document
+    except MonitoringError as exc:
+        notes.append(f"prediction feedback not read: {exc}")
+    return list(by_id.values()), notes
+
+
 def _latest_drift(
     settings: Settings, sink: _SinkReader
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]], str]:
@@ -227,7 +247,8 @@ def _latest_drift(
 
 # --- views ------------------------------------------------------------------------------------
 def _models_view(settings: Settings, sink: _SinkReader) -> View:
-    """Holdout metric of every registered version over time, the champion marked."""
+    """Holdout metric of every registered version over time, the champion marked; and the live
+    accuracy the clients' feedback measures, per version, when there is feedback."""
     view = View("models", "Models", empty="no data yet — run `make train`")
     runs, view.source = _training_runs(settings, sink)
     if view.source.startswith("MLflow not read"):
@@ -236,9 +257,19 @@ def _models_view(settings: Settings, sink: _SinkReader) -> View:
         (r for r in runs if r.get("registered") and r.get("version_number") is not None),
         key=lambda r: int(r["version_number"]),
     )
-    if not versions:
-        return view
-    metric = settings.train.promotion.metric
+    if versions:
+        _registered_versions(view, versions, settings.train.promotion.metric)
+    labels, notes = _feedback(settings, sink)
+    view.notes += notes
+    if labels:
+        _live_accuracy(view, labels)
+        feedback = "client feedback (local sink + prediction history)"
+        view.source = f"{view.source} + {feedback}" if versions else feedback
+    return view
+
+
+def _registered_versions(view: View, versions: list[dict[str, Any]], metric: str) -> None:
+    """The holdout plot, the summary and the table of the registered versions."""
     frame = pd.DataFrame(
         {
             "time": _times(r["@timestamp"] for r in versions),
@@ -267,7 +298,35 @@ def _models_view(settings: Settings, sink: _SinkReader) -> View:
         ]
         for r in reversed(versions)
     ]
-    return view
+
+
+def _live_accuracy(view: View, labels: list[dict[str, Any]]) -> None:
+    """The share of labelled predictions that were right, per version and time bucket (of when
+    the label was received), and a summary line."""
+    frame = pd.DataFrame(
+        {
+            "time": _times(d["@timestamp"] for d in labels),
+            "version": [str(d.get("model_version")) for d in labels],
+            "correct": _floats(d.get("correct") for d in labels),
+        }
+    ).sort_values("time")
+    width = _bucket(frame["time"])
+    accuracy = frame.pivot_table(
+        index=pd.Grouper(key="time", freq=width), columns="version", values="correct"
+    )
+    view.plots.append(
+        _plot("Live accuracy (client feedback)", lambda ax: _draw_accuracy(ax, accuracy))
+    )
+    per_version = frame.groupby("version")["correct"].agg(["mean", "size"])
+    versions = ", ".join(
+        f"v{version} {row['mean']:.1%} of {int(row['size'])}"
+        for version, row in sorted(per_version.iterrows(), key=lambda item: _version_key(item[0]))
+    )
+    line = (
+        f"{len(frame)} labelled prediction(s) (client feedback); live accuracy "
+        f"{frame['correct'].mean():.1%} ({versions})"
+    )
+    view.summary = f"{view.summary}\n{line}" if view.summary else line
 
 
 def _predictions_view(settings: Settings, sink: _SinkReader) -> View:
@@ -506,6 +565,16 @@ def _draw_rate(ax: Axes, positive: pd.Series) -> None:
     _time_axis(ax, positive.index)
 
 
+def _draw_accuracy(ax: Axes, accuracy: pd.DataFrame) -> None:
+    for version in sorted(accuracy.columns, key=_version_key):
+        ax.plot(accuracy.index, accuracy[version], marker=".", label=f"v{version}")
+    ax.set_ylim(0, 1.05)
+    ax.yaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+    ax.set_ylabel("labelled predictions right")
+    ax.legend(title="version", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _time_axis(ax, accuracy.index)
+
+
 def _draw_psi(ax: Axes, rows: Sequence[dict[str, Any]], threshold: float) -> None:
     names = [("ŷ " if r["feature_type"] == "prediction" else "") + str(r["feature"]) for r in rows]
     colours = [_RED if r.get("drifted") else _BLUE for r in rows]
@@ -570,6 +639,12 @@ def _floats(values: Iterable[Any]) -> list[float]:
     return [float("nan") if v is None else float(v) for v in values]
 
 
+def _version_key(version: Any) -> tuple[int, str]:
+    """Versions in numeric order ("2" before "10"); anything else after them, by name."""
+    text = str(version)
+    return (int(text), "") if text.isdigit() else (2**63, text)
+
+
 def _number(value: Any, fmt: str = "{:.4f}") -> str:
     return "" if value is None else fmt.format(float(value))
 
@@ -631,8 +706,8 @@ def _section(view: View) -> str:
     esc = html.escape
     parts = [f'<section id="{view.key}" data-view="{view.key}" data-plots="{len(view.plots)}">']
     parts.append(f"<h2>{esc(view.title)}</h2>")
-    if view.summary:
-        parts.append(f'<p class="meta">{esc(view.summary)}</p>')
+    if view.summary:  # one line of the summary per line of text
+        parts.append(f'<p class="meta">{"<br>".join(map(esc, view.summary.splitlines()))}</p>')
     if not view.has_data:
         parts.append(f'<p class="empty">{_with_code(view.empty)}</p>')
     for plot in view.plots:

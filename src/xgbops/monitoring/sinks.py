@@ -2,8 +2,8 @@
 
 Both sinks give the same guarantee: an event is stored once per (kind, id). A fact (an
 ``IMMUTABLE`` event) that is already stored is counted as *already shipped*, never written
-twice; a state (a training run) is overwritten with its current content. So any shipper can be
-re-run, after a crash or on purpose, without duplicating anything.
+twice; a state (a training run, the feedback on a prediction) is overwritten with its current
+content. So any shipper can be re-run, after a crash or on purpose, without duplicating anything.
 
 The local sink is one table, ``events`` (see ``monitoring/README.md``), in
 ``<state dir>/monitoring/events.db``: the HTML report and tests read it back with
@@ -96,12 +96,16 @@ class ShipResult:
                 self.errors.append(error)
         self.failed += other.failed
 
-    def summary(self) -> str:
-        """One line for people."""
+    def counts(self) -> str:
+        """The four counts, for people (e.g. ``3 new, 0 updated, 0 already shipped, 0 failed``)."""
         return (
-            f"{self.target}: {self.created} new, {self.updated} updated, "
+            f"{self.created} new, {self.updated} updated, "
             f"{self.already_shipped} already shipped, {self.failed} failed"
         )
+
+    def summary(self) -> str:
+        """One line for people: the target and the counts."""
+        return f"{self.target}: {self.counts()}"
 
 
 class Sink(Protocol):
@@ -243,9 +247,9 @@ class ElasticsearchSink:
     """Bulk-ships events with the official client's ``streaming_bulk`` helper.
 
     Facts go with the op ``create`` and their deterministic id: one already stored is answered
-    409 and counted as already shipped. States (training runs) go with ``index``, which
-    overwrites. Requests answered 429/502/503/504 are retried by the client, documents rejected
-    with 429 inside a bulk response by the helper, both with exponential backoff.
+    409 and counted as already shipped. States (training runs, feedback) go with ``index``,
+    which overwrites. Requests answered 429/502/503/504 are retried by the client, documents
+    rejected with 429 inside a bulk response by the helper, both with exponential backoff.
     """
 
     def __init__(

@@ -1,19 +1,23 @@
-"""Backfill the sink from the sources of truth: MLflow (training runs) and the prediction history.
+"""Backfill the sink from the sources of truth: MLflow (training runs) and the prediction history
+(predictions, and the true labels clients report for them).
 
-Both are safe to re-run: events carry deterministic ids (see :mod:`xgbops.monitoring.events`).
+All are safe to re-run: events carry deterministic ids (see :mod:`xgbops.monitoring.events`).
 A training run is re-shipped whole each time, so its ``champion`` flag follows the alias. The
 prediction history is shipped from a watermark (the newest ``created_at`` shipped without
 error, per sink) minus :data:`WATERMARK_OVERLAP`: rows the API replays late from its spool
 after a database outage still fall inside the overlap, and rows shipped twice are only counted
-as already shipped. ``everything=True`` ignores the watermark (after a long outage, or a new
-cluster).
+as already shipped. The feedback has its own watermark, on ``received_at``: a label is shipped
+joined with its prediction, so a label whose prediction is stored late (buffered, or replayed
+from the spool) is skipped at first and picked up by a later run, inside the same overlap; a
+label shipped again, or corrected, overwrites its one document. ``everything=True`` ignores the
+watermark (after a long outage, or a new cluster).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,17 +25,18 @@ from pathlib import Path
 from xgbops.config import Settings
 from xgbops.monitoring.events import (
     METRIC_NAMES,
+    Event,
     HoldoutMetrics,
-    PredictionEvent,
     TrainingRunEvent,
 )
-from xgbops.monitoring.history import read_predictions
+from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sinks import ShipResult, Sink, open_sink
 from xgbops.tracking import CHAMPION_ALIAS, RunInfo, Tracker, VersionInfo
 
 #: How far before the watermark each incremental shipping starts again.
 WATERMARK_OVERLAP = timedelta(hours=1)
 _PREDICTIONS = "predictions"
+_FEEDBACK = "feedback"
 
 
 def training_run_events(
@@ -70,7 +75,8 @@ def sync_mlflow(
 
 @dataclass(frozen=True)
 class PredictionSync:
-    """What :func:`sync_predictions` shipped: counts, where it started, the new watermark."""
+    """What :func:`sync_predictions` (or :func:`sync_feedback`) shipped: counts, where it
+    started, the new watermark."""
 
     result: ShipResult
     since: datetime | None
@@ -92,15 +98,69 @@ def sync_predictions(
     Raises:
         MonitoringError: the history cannot be read, or the sink failed as a whole.
     """
-    key = f"{sink.target}|{_PREDICTIONS}"
+    positive = settings.dataset.target.positive
+    return _ship_from_watermark(
+        settings,
+        sink,
+        _PREDICTIONS,
+        lambda start: read_predictions(settings.history_url, positive, since=start),
+        since=since,
+        everything=everything,
+        overlap=overlap,
+    )
+
+
+def sync_feedback(
+    settings: Settings,
+    sink: Sink,
+    since: datetime | None = None,
+    everything: bool = False,
+    overlap: timedelta = WATERMARK_OVERLAP,
+) -> PredictionSync:
+    """Ship the labels clients reported, each joined with its prediction, from ``since``
+    (default: the sink's feedback watermark minus ``overlap``; all of them when ``everything``
+    or on the first run).
+
+    The watermark is the newest ``received_at`` shipped without error. A label whose
+    prediction is not stored yet is not read, so it does not move the watermark; it is shipped
+    by the first run after its prediction is stored, as long as its ``received_at`` is still
+    inside the overlap. Labels are shipped with ``index``: a re-read overwrites (``updated``),
+    and a corrected label replaces the first.
+
+    Raises:
+        MonitoringError: the history cannot be read, or the sink failed as a whole.
+    """
+    return _ship_from_watermark(
+        settings,
+        sink,
+        _FEEDBACK,
+        lambda start: read_feedback(settings.history_url, since=start),
+        since=since,
+        everything=everything,
+        overlap=overlap,
+    )
+
+
+def _ship_from_watermark(
+    settings: Settings,
+    sink: Sink,
+    stream: str,
+    read: Callable[[datetime | None], Iterable[Event]],
+    *,
+    since: datetime | None,
+    everything: bool,
+    overlap: timedelta,
+) -> PredictionSync:
+    """Ship what ``read`` yields (oldest first) from ``since``, else the watermark of
+    ``stream`` in this sink minus ``overlap``; move the watermark if nothing failed."""
+    key = f"{sink.target}|{stream}"
     marks = _read_watermarks(settings)
     if since is None and not everything and key in marks:
         since = datetime.fromisoformat(marks[key]) - overlap
     newest: list[datetime] = []
 
-    def events() -> Iterator[PredictionEvent]:
-        positive = settings.dataset.target.positive
-        for event in read_predictions(settings.history_url, positive, since=since):
+    def events() -> Iterator[Event]:
+        for event in read(since):
             newest[:] = [event.timestamp]
             yield event
 
