@@ -12,6 +12,10 @@ its worker processes, times ``/predict/batch`` (our apps only) and stops it. Fin
 rows/s are compared with the booster called in-process, every number is compared with MLflow's
 and the results are printed as one markdown table and written to ``reports/bench.json``.
 
+What recording costs is measured apart, because the machine's speed drifts by tens of percent
+within minutes: the Flask app with and without recording run side by side, and ``wrk`` drives
+them at one connection in short alternating slices (A B B A ...), so both see the same machine.
+
 Exit status: 0, or 1 when a server failed to start (or, with ``--strict``, when a target failed
 or the probabilities differ).
 """
@@ -55,6 +59,8 @@ ALL_SERVERS = ("flask", "fastapi", "mlflow", "flask-unrecorded")
 #: name -> (connections, wrk threads)
 LOADS: dict[str, tuple[int, int]] = {"c1": (1, 1), "c8": (8, 2)}
 WARMUP_S = 2
+#: Alternating c1 slices of the recording-cost measurement: each server gets this many.
+RECORDING_SLICES = 8
 BUSY_CPU_PCT = 25.0
 IN_PROCESS_REPEATS = 15
 POLL_S = 0.02
@@ -154,6 +160,8 @@ class ServerResult:
     history_expected_min: int | None = None
     #: System-wide CPU use just before the server started; high means another load interfered.
     background_cpu_pct: float | None = None
+    #: c1 requests/s with recording over without, measured side by side (flask only).
+    recording_ratio: float | None = None
     error: str | None = None
 
 
@@ -792,6 +800,50 @@ def bench_server(
     return result
 
 
+def recording_cost(
+    specs: tuple[ServerSpec, ServerSpec],
+    args: argparse.Namespace,
+    work: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> float:
+    """c1 requests/s of the recording server over the unrecorded one, driven side by side.
+
+    Both servers are up at once; ``wrk`` alternates between them in slices of
+    ``args.duration / RECORDING_SLICES`` seconds (A B, then B A, ...), so a drift in the
+    machine's speed falls on both alike. Returns the ratio of the summed rates.
+    """
+    started = []
+    for spec in specs:
+        process, at = start(spec)
+        processes.append(process)
+        started.append((spec, process, at))
+    luas = {}
+    for spec, process, at in started:
+        wait_first_200(spec, process, at, args.start_timeout)
+        luas[spec.name] = write_lua(work / f"{spec.name}-interleaved.lua", spec.body)
+        run_wrk(spec.url + spec.predict_path, luas[spec.name], 8, 2, WARMUP_S)
+    requests = {spec.name: 0 for spec in specs}
+    seconds = {spec.name: 0.0 for spec in specs}
+    slice_s = max(0.5, args.duration / RECORDING_SLICES)
+    try:
+        for round_ in range(RECORDING_SLICES):
+            for spec in specs if round_ % 2 == 0 else specs[::-1]:
+                run = run_wrk(spec.url + spec.predict_path, luas[spec.name], 1, 1, slice_s)
+                requests[spec.name] += run.requests
+                seconds[spec.name] += run.duration_s
+    finally:
+        for _, process, _ in started:
+            stop(process)
+    rates = {name: requests[name] / max(seconds[name], 0.001) for name in requests}
+    recorded, unrecorded = (rates[spec.name] for spec in specs)
+    print(
+        f"[recording cost] c1 side by side, {RECORDING_SLICES} alternating slices of "
+        f"{slice_s:.2f} s each: recorded {recorded:,.0f} req/s, unrecorded {unrecorded:,.0f} "
+        f"req/s, ratio {recorded / max(unrecorded, 0.001):.3f}"
+    )
+    return recorded / max(unrecorded, 0.001)
+
+
 # -- targets and report ----------------------------------------------------------------------
 
 
@@ -834,11 +886,13 @@ def evaluate_targets(
         if res is None:
             continue
         errors = float(sum(r.errors for r in res.loads.values())) if res.loads else None
-        if name == "flask" and "flask-unrecorded" in results:
+        if name == "flask" and res.recording_ratio is not None:
             # c1: one connection, one worker; at c8 how gunicorn's workers happen to share the 8
-            # connections moves the rate more than recording does.
-            cost = _ratio(_rps(res, "c1"), _rps(results["flask-unrecorded"], "c1"))
-            targets.append(Target(name, "c1 rps recorded / unrecorded", cost, 0.95, True))
+            # connections moves the rate more than recording does. Side by side: see
+            # recording_cost (one server after the other, the machine's drift dominated).
+            targets.append(
+                Target(name, "c1 rps recorded / unrecorded", res.recording_ratio, 0.95, True)
+            )
         targets += [
             Target(name, "c8 rps ratio", _ratio(_rps(res, "c8"), _rps(ref, "c8")), 5.0, True),
             Target(name, "c1 p50 ratio", _ratio(_p50(res, "c1"), _p50(ref, "c1")), 0.2, False),
@@ -1078,6 +1132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     failed = failed or isinstance(exc, ServerStartError)
                     print(f"[{name}] FAILED: {exc}", file=sys.stderr)
                     results[name] = ServerResult(name, spec.command, spec.url, error=str(exc))
+            pair = ("flask", "flask-unrecorded")
+            if all(name in results and not results[name].error for name in pair):
+                side = work / "side-by-side"  # fresh state and history for both
+                side.mkdir()
+                specs = tuple(app_spec(n, settings, side, args, bodies[n]) for n in pair)
+                try:
+                    results["flask"].recording_ratio = recording_cost(
+                        (specs[0], specs[1]), args, work, processes
+                    )
+                except BENCH_ERRORS as exc:
+                    print(f"[recording cost] FAILED: {exc}", file=sys.stderr)
         finally:
             for process in processes:
                 stop(process)
