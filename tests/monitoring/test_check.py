@@ -163,9 +163,11 @@ def shifted_history(
     write_history(settings.history_url, settings.state_path / "spool", rows)
 
 
-def test_a_drifted_window_is_reported_shipped_announced_and_retrained(make_monitored, inbox, api):
-    handler, port = inbox
-    settings = make_monitored(
+@pytest.fixture
+def alerting(make_monitored, inbox, api):
+    """Settings that mail drift alerts to the test's SMTP server and retrain through its API."""
+    _, port = inbox
+    return make_monitored(
         retrain_token=TOKEN,
         notify={
             "smtp_host": "127.0.0.1",
@@ -175,6 +177,10 @@ def test_a_drifted_window_is_reported_shipped_announced_and_retrained(make_monit
         },
         monitoring={"api_url": api.url, "drift": {"retrain_on_drift": True}},
     )
+
+
+def test_a_drifted_window_is_reported_shipped_announced_and_retrained(alerting, inbox, api):
+    handler, settings = inbox[0], alerting
     now = datetime.now(UTC)
     shifted_history(settings, 150, now)
     with LocalSink(local_sink_path(settings)) as sink:
@@ -198,18 +204,8 @@ def test_a_drifted_window_is_reported_shipped_announced_and_retrained(make_monit
     assert api.calls == [{"path": "/retrain", "auth": f"Bearer {TOKEN}"}]
 
 
-def test_the_same_drift_is_announced_once_per_realert_period(make_monitored, inbox, api):
-    handler, port = inbox
-    settings = make_monitored(
-        retrain_token=TOKEN,
-        notify={
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "recipients": "ops@example.com",
-            "desktop": False,
-        },
-        monitoring={"api_url": api.url, "drift": {"retrain_on_drift": True}},
-    )
+def test_the_same_drift_is_announced_once_per_realert_period(alerting, inbox, api):
+    handler, settings = inbox[0], alerting
     now = datetime.now(UTC)
     shifted_history(settings, 150, now)
     with LocalSink(local_sink_path(settings)) as sink:
