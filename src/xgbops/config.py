@@ -62,8 +62,12 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, what: str = "duration") -> timedelta:
     """``24h``, ``90m``, ``7d``, ``1.5h``, ``2w``, ``30s`` as a duration.
+
+    Args:
+        text: the number and its unit.
+        what: how the error message names it (e.g. ``window``).
 
     Raises:
         ValueError: not a positive number followed by one of s, m, h, d, w.
@@ -74,7 +78,7 @@ def parse_duration(text: str) -> timedelta:
     )
     if duration is None or duration <= timedelta(0):
         raise ValueError(
-            f"invalid duration {text!r}: use a positive number and a unit, e.g. 24h, 90m, 7d"
+            f"invalid {what} {text!r}: use a positive number and a unit, e.g. 24h, 90m, 7d"
         )
     return duration
 

@@ -51,9 +51,9 @@ def parse_window(text: str) -> timedelta:
         MonitoringError: not a positive number followed by one of s, m, h, d, w.
     """
     try:
-        return parse_duration(text)
+        return parse_duration(text, "window")
     except ValueError as exc:
-        raise MonitoringError(str(exc).replace("duration", "window", 1)) from None
+        raise MonitoringError(str(exc)) from None
 
 
 def load_reference(settings: Settings) -> pd.DataFrame:
