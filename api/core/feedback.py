@@ -14,11 +14,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.core.errors import FieldError, HistoryUnavailable, ValidationFailed, field_path
-from api.core.history import create_engine_for
 from api.core.schema import MISSING, NOT_AN_OBJECT, UNKNOWN
 from api.core.tables import prediction_feedback
 
@@ -55,10 +55,14 @@ def check_feedback(body: Any, labels: tuple[str, ...]) -> tuple[str, str]:
 
 
 class FeedbackStore:
-    """Writes labels into ``prediction_feedback`` (an upsert on the prediction id)."""
+    """Writes labels into ``prediction_feedback`` (an upsert on the prediction id).
 
-    def __init__(self, database_url: str) -> None:
-        self._engine = create_engine_for(database_url)
+    It writes through an engine it is given (the history reader's, in the service), so labels
+    cost no connection pool of their own; whoever made the engine disposes of it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
     def record(self, prediction_id: str, label: str, request_id: str) -> datetime:
         """Store (or replace) the label of one prediction; returns when it was received.
@@ -85,7 +89,3 @@ class FeedbackStore:
         except SQLAlchemyError as exc:
             raise HistoryUnavailable(f"the label cannot be stored now: {exc}") from None
         return received_at
-
-    def close(self) -> None:
-        """Release the connections."""
-        self._engine.dispose()

@@ -595,6 +595,11 @@ class HistoryReader:
             query = select(func.count()).select_from(predictions)
             return int(connection.execute(query).scalar_one())
 
+    @property
+    def engine(self) -> Engine:
+        """The pooled engine the reader queries with (the feedback store writes through it)."""
+        return self._engine
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._engine.dispose()

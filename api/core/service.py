@@ -67,7 +67,7 @@ class PredictionService:
             flush_interval=settings.serve.history_flush_interval,
         )
         self.reader = reader or HistoryReader(settings.history_url)
-        self.labels = FeedbackStore(settings.history_url)
+        self.labels = FeedbackStore(self.reader.engine)
         self.jobs = RetrainJobs(settings)
         self._served_version: str | None = None
 
@@ -89,7 +89,7 @@ class PredictionService:
     def close(self) -> None:
         """Flush pending history records and stop background work."""
         self.writer.close()
-        self.labels.close()
+        self.reader.close()
 
     # -- scoring -----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from xgbops.config import to_sqlalchemy_url
 
 from api.core.errors import HistoryUnavailable, ValidationFailed
 from api.core.feedback import FeedbackStore, check_feedback
-from api.core.history import migrate
+from api.core.history import create_engine_for, migrate
 from api.core.tables import prediction_feedback
 
 LABELS = ("no", "yes")
@@ -76,13 +76,14 @@ def test_every_offending_field_is_named(body, errors):
 
 
 def test_a_label_is_stored_and_a_second_one_replaces_it(migrated_url):
-    store = FeedbackStore(migrated_url)
+    engine = create_engine_for(migrated_url)
+    store = FeedbackStore(engine)
     try:
         first = store.record(ID, "yes", "request-1")
         second = store.record(ID, "no", "request-2")
         store.record("f" * 32, "yes", "request-3")
     finally:
-        store.close()
+        engine.dispose()
     assert first <= second <= datetime.now(UTC)
     assert sorted(_stored(migrated_url)) == [
         (ID, "no", "request-2"),
@@ -91,11 +92,11 @@ def test_a_label_is_stored_and_a_second_one_replaces_it(migrated_url):
 
 
 def test_an_unreachable_database_is_a_503_the_client_can_retry():
-    store = FeedbackStore("postgresql://postgres@127.0.0.1:9/nowhere")
+    engine = create_engine_for("postgresql://postgres@127.0.0.1:9/nowhere")
     try:
         with pytest.raises(HistoryUnavailable) as refused:
-            store.record(ID, "yes", "request-1")
+            FeedbackStore(engine).record(ID, "yes", "request-1")
     finally:
-        store.close()
+        engine.dispose()
     assert refused.value.status == 503
     assert str(refused.value).startswith("the label cannot be stored now")
