@@ -141,13 +141,9 @@ def test_the_predictions_job_ships_the_feedback_too_and_catches_late_predictions
 
 
 def test_refused_feedback_fails_the_job_once_the_predictions_shipped(make_monitored, fake_es):
-    settings = make_monitored(notify={"desktop": False})
-    settings = settings.model_copy(
-        update={
-            "monitoring": settings.monitoring.model_copy(
-                update={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
-            )
-        }
+    settings = make_monitored(
+        notify={"desktop": False},
+        monitoring={"sink": "elasticsearch", "elasticsearch_url": fake_es.url},
     )
     now = datetime.now(UTC)
     served = records([{"state": "KS"}] * 2, [0.9, 0.2], now - timedelta(minutes=10))

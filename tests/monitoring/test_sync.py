@@ -67,13 +67,9 @@ def test_a_resync_overwrites_and_the_champion_flag_follows_the_alias(monitored_s
     assert runs[champion.run_id]["champion"] is False
 
 
-def test_the_train_hook_ships_the_run_and_the_replaced_champion(monitored_settings, fake_es):
-    settings = monitored_settings.model_copy(
-        update={
-            "monitoring": monitored_settings.monitoring.model_copy(
-                update={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
-            )
-        }
+def test_the_train_hook_ships_the_run_and_the_replaced_champion(make_monitored, fake_es):
+    settings = make_monitored(
+        monitoring={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
     )
     tracker = Tracker(settings)
     champion = tracker.champion(settings.model_name)
@@ -89,14 +85,10 @@ def test_the_train_hook_ships_the_run_and_the_replaced_champion(monitored_settin
     assert {i for i, _ in fake_es.documents()} == {"xgbops-training-runs"}
 
 
-def test_a_failing_sink_never_fails_training(monitored_settings, fake_es):
+def test_a_failing_sink_never_fails_training(make_monitored, fake_es):
     fake_es.stop()
-    settings = monitored_settings.model_copy(
-        update={
-            "monitoring": monitored_settings.monitoring.model_copy(
-                update={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
-            )
-        }
+    settings = make_monitored(
+        monitoring={"sink": "elasticsearch", "elasticsearch_url": fake_es.url}
     )
     tracker = Tracker(settings)
     champion = tracker.champion(settings.model_name)
