@@ -69,7 +69,10 @@ def set_model(name: str, version: str) -> None:
 
     Multi-process samples cannot be removed (prometheus-client only warns and keeps them), so
     a replaced version stays listed with value 0: ``xgbops_model_info == 1`` is what is served.
+    Called on every scoring request; a no-op unless the model changed.
     """
+    if _served == [(name, version)]:
+        return
     for previous in _served:
         if previous != (name, version):
             MODEL_INFO.labels(*previous).set(0)

@@ -69,7 +69,6 @@ class PredictionService:
         self.reader = reader or HistoryReader(settings.history_url)
         self.labels = FeedbackStore(self.reader.engine)
         self.jobs = RetrainJobs(settings)
-        self._served_version: str | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> PredictionService:
@@ -221,9 +220,7 @@ class PredictionService:
 
     def _model(self) -> LoadedModel:
         loaded = self.store.get()
-        if loaded.version != self._served_version:
-            metrics.set_model(loaded.name, loaded.version)
-            self._served_version = loaded.version
+        metrics.set_model(loaded.name, loaded.version)
         return loaded
 
     # -- retraining --------------------------------------------------------------------------
