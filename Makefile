@@ -9,7 +9,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 REPORTS := reports
-RUNTIME_LOCK := requirements/runtime.txt
+# One lock file per extra of pyproject.toml; the platform's holds them all, and the others are
+# compiled against it, so every image and venv agrees on every version.
+PLATFORM_LOCK := requirements/platform.txt
+EXTRA_LOCKS := serve train monitoring
 DEV_LOCK := requirements/dev.txt
 SRC := src/xgbops api
 CHECKED := src api tests
@@ -24,8 +27,16 @@ BENCH_ARGS ?=
 FUZZ_EXAMPLES ?= 500
 API_HOST ?= $(or $(XGBOPS_SERVE__HOST),127.0.0.1)
 API_PORT ?= $(or $(XGBOPS_SERVE__PORT),8000)
-# Image publishing: `make docker-build docker-push IMAGE=you/xgbops-api`.
-IMAGE ?= $(or $(XGBOPS_IMAGE),xgbops/xgbops-api)
+# Images: `make docker-build docker-push IMAGE=you/xgbops` gives you/xgbops-serve and
+# you/xgbops-platform. DOCKER may name another client (e.g. one with BuildKit built in).
+IMAGE ?= $(or $(XGBOPS_IMAGE),xgbops/xgbops)
+SERVE_IMAGE := $(IMAGE)-serve
+PLATFORM_IMAGE := $(IMAGE)-platform
+# What `make docker-bake` tags: the serving image itself, unless told otherwise.
+BAKED_IMAGE ?= $(SERVE_IMAGE)
+DOCKER ?= docker
+# Extra `docker build` options, e.g. BUILD_ARGS='--secret id=pip_ca,src=/etc/ssl/certs/ca.pem'.
+BUILD_ARGS ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 SMOKE_PORT ?= 18000
@@ -44,7 +55,7 @@ REPORT_WINDOW ?= 30d
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
 	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
 	bench fuzz mlflow-ui watch \
-	docker-build docker-smoke docker-push up down platform-check sonar sonar-gate notify \
+	docker-build docker-bake docker-smoke docker-push container-deps container-test up down platform-check sonar sonar-gate notify \
 	monitor-setup monitor-sync monitor-system monitor-follow drift monitor-report kibana-import \
 	system-deps clean distclean
 
@@ -56,8 +67,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 
-$(VENV)/.runtime: $(BIN)/python $(RUNTIME_LOCK) pyproject.toml
-	$(BIN)/pip install --quiet -r $(RUNTIME_LOCK)
+$(VENV)/.runtime: $(BIN)/python $(PLATFORM_LOCK) pyproject.toml
+	$(BIN)/pip install --quiet -r $(PLATFORM_LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
@@ -70,13 +81,17 @@ node_modules/.installed: package.json package-lock.json
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: the Jenkinsfile lint in tests/platform will be skipped"; fi
 
-install-runtime: $(VENV)/.runtime ## Create .venv with the pinned runtime dependencies
+install-runtime: $(VENV)/.runtime ## Create .venv with the pinned platform dependencies (every extra but dev)
 
 install: $(VENV)/.dev node_modules/.installed ## Create .venv with runtime + development dependencies (pinned)
 
-lock: $(VENV)/.dev ## Re-pin requirements/*.txt from pyproject.toml (needs network)
-	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --no-header --quiet -o $(RUNTIME_LOCK)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --no-header --quiet -c $(RUNTIME_LOCK) -o $(DEV_LOCK)
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --no-header --quiet
+
+lock: $(VENV)/.dev ## Re-pin requirements/*.txt (one per extra) from pyproject.toml (needs network)
+	$(UV_COMPILE) --extra platform -o $(PLATFORM_LOCK)
+	for extra in $(EXTRA_LOCKS); do \
+		$(UV_COMPILE) --extra $$extra -c $(PLATFORM_LOCK) -o requirements/$$extra.txt; done
+	$(UV_COMPILE) --extra platform --extra dev -c $(PLATFORM_LOCK) -o $(DEV_LOCK)
 
 $(REPORTS):
 	@mkdir -p $@
@@ -130,7 +145,7 @@ run: install-runtime ## Quickstart: install, train if there is no champion, serv
 
 serve: install-runtime ## Serve the champion with Flask + gunicorn on :8000 (XGBOPS_SERVE__*)
 	$(BIN)/xgbops export-champion
-	$(BIN)/gunicorn --config api/gunicorn.conf.py
+	$(BIN)/gunicorn --config python:api.gunicorn_conf
 
 serve-fastapi: install-runtime ## Serve the champion with the FastAPI twin + uvicorn on :8001
 	$(BIN)/xgbops export-champion
@@ -155,28 +170,46 @@ mlflow-ui: install-runtime ## MLflow UI on the embedded store at http://127.0.0.
 watch: install ## Re-run the relevant part of the chain whenever a project file changes
 	$(BIN)/xgbops watch
 
-docker-build: ## Build the API image with the champion baked in, tagged VERSION and GIT_SHA
-	$(BIN)/xgbops export-champion
-	docker build --build-arg VERSION=$(VERSION) --build-arg GIT_SHA=$(GIT_SHA) \
-		-t $(IMAGE):$(VERSION) -t $(IMAGE):$(GIT_SHA) -t $(IMAGE):latest .
+docker-build: ## Build the serving and the platform images (no model inside), tagged VERSION and GIT_SHA
+	DOCKER_BUILDKIT=1 $(DOCKER) build --target platform $(BUILD_ARGS) \
+		--build-arg VERSION=$(VERSION) --build-arg GIT_SHA=$(GIT_SHA) \
+		-t $(PLATFORM_IMAGE):$(VERSION) -t $(PLATFORM_IMAGE):$(GIT_SHA) -t $(PLATFORM_IMAGE):latest .
+	DOCKER_BUILDKIT=1 $(DOCKER) build --target serve $(BUILD_ARGS) \
+		--build-arg VERSION=$(VERSION) --build-arg GIT_SHA=$(GIT_SHA) \
+		-t $(SERVE_IMAGE):$(VERSION) -t $(SERVE_IMAGE):$(GIT_SHA) -t $(SERVE_IMAGE):latest .
 
-docker-smoke: ## Run the built image and check /health and /predict answer as documented
-	docker rm -f xgbops-smoke >/dev/null 2>&1 || true
-	docker run -d --name xgbops-smoke \
+docker-bake: install-runtime ## Bake the registry's champion into the serving image (the publish pipeline's step)
+	rm -rf $(REPORTS)/bake && mkdir -p $(REPORTS)/bake
+	$(BIN)/xgbops export-champion --output $(REPORTS)/bake
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/bake.Dockerfile \
+		--build-arg SERVE_IMAGE=$(SERVE_IMAGE):$(GIT_SHA) \
+		-t $(BAKED_IMAGE):$(VERSION) -t $(BAKED_IMAGE):$(GIT_SHA) -t $(BAKED_IMAGE):latest $(REPORTS)/bake
+
+docker-smoke: ## Run the serving image and check /health and /predict answer as documented
+	$(DOCKER) rm -f xgbops-smoke >/dev/null 2>&1 || true
+	$(DOCKER) run -d --name xgbops-smoke \
 		$(if $(SMOKE_NETWORK),--network $(SMOKE_NETWORK),-p 127.0.0.1:$(SMOKE_PORT):8000) \
-		$(IMAGE):$(GIT_SHA)
+		$(SERVE_IMAGE):$(GIT_SHA)
 	$(BIN)/python -m api.smoke $(SMOKE_URL) --example $(EXAMPLE) --timeout 120 \
-		|| { docker logs xgbops-smoke; docker rm -f xgbops-smoke; exit 1; }
-	docker rm -f xgbops-smoke
+		|| { $(DOCKER) logs xgbops-smoke; $(DOCKER) rm -f xgbops-smoke; exit 1; }
+	$(DOCKER) rm -f xgbops-smoke
 
-docker-push: ## Push the image's VERSION, GIT_SHA and latest tags (after `docker login`)
-	docker push $(IMAGE):$(VERSION)
-	docker push $(IMAGE):$(GIT_SHA)
-	docker push $(IMAGE):latest
+docker-push: ## Push both images' VERSION, GIT_SHA and latest tags (after `docker login`)
+	for image in $(SERVE_IMAGE) $(PLATFORM_IMAGE); do \
+		for tag in $(VERSION) $(GIT_SHA) latest; do $(DOCKER) push $$image:$$tag; done; done
+
+container-deps: ## Debian packages of container-test: docker.io (the engine) and debootstrap (a stand-in base image)
+	@if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends docker.io debootstrap; fi
+
+container-test: install container-deps | $(REPORTS) ## Build both images, run the core platform in containers on a real Docker engine
+	$(BIN)/pytest tests/container -p no:cacheprovider --no-cov -v --timeout 2400 --durations 0 \
+		--junitxml=$(REPORTS)/junit-container.xml
 
 up: ## Bring up the platform with docker compose (PROFILES=core,ci,monitoring)
 	@test -f .env || { cp .env.example .env; echo "Created .env from .env.example: change the passwords in it."; }
-	COMPOSE_PROFILES=$(PROFILES) $(COMPOSE) up -d --build --wait
+	GIT_SHA=$(GIT_SHA) COMPOSE_PROFILES=$(PROFILES) $(COMPOSE) up -d --build --wait
 
 down: ## Stop the platform (volumes are kept; `docker compose down -v` drops them)
 	COMPOSE_PROFILES=core,ci,monitoring $(COMPOSE) down

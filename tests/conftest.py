@@ -23,9 +23,24 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SETTINGS_PREFIXES = ("XGBOPS_", "MLFLOW_", "SONAR_ADMIN_")
 SETTINGS_VARIABLES = ("DATABASE_URL", "RETRAIN_TOKEN")
 
+#: The test suite's own knobs: named like settings, read by tests only, so they are kept.
+TEST_KNOBS = frozenset({"XGBOPS_TEST_POSTGRES_URL", "XGBOPS_FUZZ_EXAMPLES"})
+
 
 def _is_setting(name: str) -> bool:
     return name.startswith(SETTINGS_PREFIXES) or name in SETTINGS_VARIABLES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Drop the caller's settings from the environment for the whole run, before anything reads it.
+
+    ``clean_environ`` runs for each test, after the session fixtures that already read the
+    environment: in a Jenkins build, where configuration as code sets MLFLOW_TRACKING_URI and
+    more for every build, they used the platform's MLflow server. This hook runs before
+    collection, so no fixture and no subprocess of the run ever sees those values.
+    """
+    for name in [name for name in os.environ if _is_setting(name) and name not in TEST_KNOBS]:
+        del os.environ[name]
 
 
 #: Small enough to train in about a second, good enough to beat ROC-AUC 0.85 on the holdout.

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,60 +13,17 @@ from xgbops.predict import Predictor
 from xgbops.tracking import Tracker
 from xgbops.train import train
 
+from tests.mlflow_server import running_mlflow_server
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def mlflow_server(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     """A real ``mlflow server`` on a free port, PostgreSQL backend, proxied artifact store."""
-    port = _free_port()
     backend = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    log = (tmp_path / "mlflow-server.log").open("w")
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        backend,
-        "--artifacts-destination",
-        (tmp_path / "artifacts").as_uri(),
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(tmp_path / 'mlflow-server.log').read_text()}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow server did not answer /health within 120 s")
-            time.sleep(0.5)
+    with running_mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def test_training_against_a_tracking_server_on_postgresql(

@@ -68,9 +68,10 @@ def test_makefile_dry_runs_resolve_for_every_target():
         subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, check=True)
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_test_command_then_the_container_test():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert ci.strip().splitlines()[-1] == "make test"
+    assert ci.strip().splitlines()[-2:] == ["make test", "make container-test"]
+    assert "`make container-test`" in README and "`.ci/run` runs it" in README
     commands = re.findall(r"^```(?:bash|sh)?\n(.*?)```", README, flags=re.S | re.M)
     first_block = [line.split("#")[0].strip() for line in commands[0].strip().splitlines()]
     assert first_block == ["make run", "make test"]
@@ -97,20 +98,31 @@ def _pins(path):
     }
 
 
-def test_every_declared_dependency_is_pinned_exactly_in_the_locks():
+def test_every_declared_dependency_is_pinned_exactly_in_its_extras_lock():
+    """One lock per extra (the core in every one), all agreeing with the platform's."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    runtime, dev = _pins(REPO / "requirements" / "runtime.txt"), _pins(
-        REPO / "requirements" / "dev.txt"
-    )
+    extras = project["optional-dependencies"]
+    locks = {extra: _pins(REPO / "requirements" / f"{extra}.txt") for extra in extras}
+    assert set(locks) == {"serve", "train", "monitoring", "platform", "dev"}
 
     def name(requirement):
         return re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower()
 
-    for requirement in project["dependencies"]:
-        assert name(requirement) in runtime, requirement
-        assert runtime[name(requirement)] == dev[name(requirement)], requirement
-    for requirement in project["optional-dependencies"]["dev"]:
-        assert name(requirement) in dev, requirement
+    for extra, requirements in extras.items():
+        for requirement in [*project["dependencies"], *requirements]:
+            if name(requirement) == "xgbops":
+                continue  # the platform extra names the others
+            assert name(requirement) in locks[extra], (extra, requirement)
+    for extra, pins in locks.items():
+        for package, version in pins.items():
+            if package in locks["platform"]:
+                assert locks["platform"][package] == version, (extra, package)
+
+
+def test_the_serving_lock_holds_nothing_of_training_or_monitoring():
+    serve = _pins(REPO / "requirements" / "serve.txt")
+    for package in ("mlflow", "pandas", "scikit-learn", "matplotlib", "pyarrow", "elasticsearch"):
+        assert package not in serve, package
 
 
 def test_generated_state_is_ignored_by_git():

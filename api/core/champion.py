@@ -5,10 +5,15 @@
 ``reload_interval`` (a ``stat``); when it changed, the new model is loaded *beside* the old one
 and swapped in with one reference assignment, so a request in flight finishes on the model it
 started with and no request ever waits for a load or fails during a swap.
+
+Behind an MLflow server (``MLFLOW_TRACKING_URI=http...``), a :class:`RegistryFollower` in each
+worker keeps that directory on the registry's champion, so a model promoted anywhere (a
+retraining job, ``make promote`` in Jenkins) is served within ``registry_sync_interval``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
 import time
@@ -18,8 +23,16 @@ from typing import Any
 
 import structlog
 
+from xgbops.champion import (
+    POINTER_FILE,
+    RegistryClient,
+    RegistryError,
+    RegistryUnreachable,
+    identity,
+    sync_from_registry,
+)
 from xgbops.model import ModelFormatError
-from xgbops.predict import POINTER_FILE, Predictor
+from xgbops.predict import Predictor
 
 from api.core.errors import ModelNotReady
 
@@ -103,3 +116,74 @@ class ChampionStore:
         # One thread per worker: XGBoost's default threading collapses throughput under load.
         predictor.model.booster.set_param({"nthread": 1})
         return LoadedModel(predictor, str(pointer["model_name"]), str(pointer["version"]), pointer)
+
+
+class RegistryFollower:
+    """Keeps a serving directory on the registry's champion, from a thread of one worker.
+
+    Every worker runs one; a file lock lets one of them look at a time and the others find the
+    result in place. A download happens only when the champion's run or files changed; the
+    :class:`ChampionStore` of every worker then swaps to it as for any new pointer. When the
+    registry does not answer, or has no champion, the model in place keeps serving.
+    """
+
+    def __init__(
+        self, client: RegistryClient, model_name: str, destination: Path, interval: float
+    ) -> None:
+        self.client = client
+        self.model_name = model_name
+        self.destination = destination
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_problem: str | None = None
+
+    def start(self) -> None:
+        """Look now and then every ``interval`` seconds, until :meth:`close`."""
+        self._thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop looking (waits for a look in progress)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.client.timeout * 3)
+
+    def sync_once(self) -> bool:
+        """One look at the registry; True when this call installed a new champion."""
+        self.destination.mkdir(parents=True, exist_ok=True)
+        with open(self.destination / ".sync.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another worker is looking right now
+            try:
+                synced = sync_from_registry(self.client, self.model_name, self.destination)
+            except RegistryError as exc:
+                unreachable = isinstance(exc, RegistryUnreachable)
+                event = (
+                    "champion.registry_unreachable" if unreachable else "champion.registry_failed"
+                )
+                self._problem(event, str(exc))
+                return False
+        if synced is None:
+            self._problem("champion.registry_has_none", f"no champion for {self.model_name}")
+            return False
+        self._last_problem = None
+        if synced.changed:
+            log.info("champion.synced", **identity(synced.pointer))
+        return synced.changed
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except OSError as exc:  # the serving directory itself (disk full, permissions)
+                self._problem("champion.sync_failed", str(exc))
+            self._stop.wait(self.interval)
+
+    def _problem(self, event: str, reason: str) -> None:
+        """Log a problem once, not at every look while it lasts."""
+        if reason != self._last_problem:
+            log.warning(event, reason=reason)
+            self._last_problem = reason

@@ -1,9 +1,13 @@
 """Retraining on request: token check, one job at a time, a rate limit, jobs you can follow.
 
 A job runs ``xgbops train`` in a child process: training (and MLflow) never load into a serving
-worker, and a crash in training cannot take a worker down. When the run promotes a new
-champion, ``xgbops`` exports it and every worker swaps to it on its next look at the pointer
-(see :mod:`api.core.champion`), with no restart.
+worker, and a crash in training cannot take a worker down. Who starts that process is a setting
+(``serve.retrain_runner``): the API worker that took the request (``process``, the embedded
+default), or a retraining worker (``queue``: ``python -m api.retrain_worker`` in the platform
+image) that claims queued jobs from the database, so the lean serving image never trains.
+When the run promotes a new champion, ``xgbops`` exports it (or, behind an MLflow server, each
+API worker's registry follower fetches it) and every worker swaps to it on its next look at
+the pointer (see :mod:`api.core.champion`), with no restart.
 
 Jobs live in the history database, so every worker process sees the same jobs: a unique column
 that only active jobs fill makes "one job at a time" hold across workers, and the rate limit
@@ -116,11 +120,38 @@ class RetrainJobs:
             raise Conflict(
                 f"retraining job {running['id'] if running else '?'} is already running"
             ) from None
-        thread = threading.Thread(target=self._run, args=(job_id,), name=f"retrain-{job_id[:8]}")
-        thread.start()
-        self._threads.append(thread)
+        if self.settings.serve.retrain_runner == "process":
+            thread = threading.Thread(target=self.run, args=(job_id,), name=f"retrain-{job_id[:8]}")
+            thread.start()
+            self._threads.append(thread)
         log.info("retrain.submitted", job_id=job_id, client=client)
         return self.get(job_id)
+
+    def claim(self) -> str | None:
+        """Take the oldest queued job for this process (the retraining worker).
+
+        The claim is one conditional update, so two workers never take the same job.
+
+        Returns:
+            The job's id, or None when nothing is queued.
+        """
+        self._reap_orphans()
+        with self.engine.begin() as connection:
+            queued = connection.execute(
+                select(retrain_jobs.c.id)
+                .where(retrain_jobs.c.status == "queued")
+                .order_by(retrain_jobs.c.created_at)
+                .limit(1)
+            ).scalar_one_or_none()
+            if queued is None:
+                return None
+            taken = connection.execute(
+                update(retrain_jobs)
+                .where(retrain_jobs.c.id == queued)
+                .where(retrain_jobs.c.status == "queued")
+                .values(status="running", started_at=datetime.now(UTC), host=socket.gethostname())
+            ).rowcount
+        return str(queued) if taken == 1 else None
 
     def get(self, job_id: str) -> dict[str, Any]:
         """A job's document.
@@ -151,7 +182,8 @@ class RetrainJobs:
                 .first()
             )
 
-    def _run(self, job_id: str) -> None:
+    def run(self, job_id: str) -> None:
+        """Train for ``job_id`` in a child process and record how it ended."""
         with tempfile.TemporaryDirectory(prefix="xgbops-retrain-") as tmp:
             result_file = Path(tmp) / "result.json"
             command = [*self.command, "--result-file", str(result_file)]

@@ -19,10 +19,11 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from xgbops.champion import RegistryClient
 from xgbops.config import Settings
 
 from api.core import metrics
-from api.core.champion import ChampionStore, LoadedModel
+from api.core.champion import ChampionStore, LoadedModel, RegistryFollower
 from api.core.body import read_json
 from api.core.feedback import FeedbackStore, check_feedback
 from api.core.errors import (
@@ -48,6 +49,18 @@ from api.core.schema import UNKNOWN, RecordSpec
 log = structlog.get_logger(__name__)
 
 
+def registry_follower(settings: Settings) -> RegistryFollower | None:
+    """A follower of the registry's champion when it is an MLflow server and the interval is on;
+    with the embedded store, ``xgbops`` exports the champion into the serving directory itself."""
+    uri = settings.mlflow_tracking_uri or ""
+    interval = settings.serve.registry_sync_interval
+    if not uri.startswith(("http://", "https://")) or interval <= 0:
+        return None
+    return RegistryFollower(
+        RegistryClient(uri), settings.model_name, settings.serving_path, interval
+    )
+
+
 class PredictionService:
     """One per worker process: the champion, the record spec and the prediction history."""
 
@@ -69,6 +82,7 @@ class PredictionService:
         self.reader = reader or HistoryReader(settings.history_url)
         self.labels = FeedbackStore(self.reader.engine)
         self.jobs = RetrainJobs(settings)
+        self.follower = registry_follower(settings)
 
     @classmethod
     def create(cls, settings: Settings) -> PredictionService:
@@ -78,8 +92,11 @@ class PredictionService:
         return cls(settings)
 
     def start(self) -> None:
-        """Start background work (the history writer); call after the worker process forks."""
+        """Start background work (the history writer, the registry follower); call after the
+        worker process forks."""
         self.writer.start()
+        if self.follower is not None:
+            self.follower.start()
         try:
             self._model()
         except ModelNotReady as exc:
@@ -87,6 +104,8 @@ class PredictionService:
 
     def close(self) -> None:
         """Flush pending history records and stop background work."""
+        if self.follower is not None:
+            self.follower.close()
         self.writer.close()
         self.reader.close()
 
@@ -238,7 +257,8 @@ class PredictionService:
     # -- reporting ---------------------------------------------------------------------------
 
     def model_info(self) -> dict[str, Any]:
-        """Name, version, alias, training time, holdout metrics and the input features."""
+        """Which model answers (name, version, run id, file digest and where it came from:
+        registry, local or baked), its training time, holdout metrics and input features."""
         loaded = self._model()
         pointer = loaded.pointer
         return {
@@ -246,6 +266,8 @@ class PredictionService:
             "model_version": loaded.version,
             "alias": pointer.get("alias", "champion"),
             "run_id": pointer.get("run_id"),
+            "digest": pointer.get("digest"),
+            "source": pointer.get("source"),
             "trained_at": pointer.get("trained_at"),
             "threshold": loaded.predictor.threshold,
             "labels": {

@@ -7,15 +7,14 @@ import os
 import uvicorn
 
 from xgbops.config import load_settings
-
-from api import serve_lean
+from xgbops.logs import configure_logging, logging_config
 
 
 def main() -> None:
     """Run uvicorn with the app factory; one XGBoost thread per worker process."""
     settings = load_settings()
+    configure_logging(settings)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    serve_lean()  # see api/__init__.py
     metrics_dir = settings.state_path / "prometheus" / f"fastapi-{settings.serve.fastapi_port}"
     if settings.serve.workers > 1:
         metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -28,7 +27,9 @@ def main() -> None:
         host=settings.serve.host,
         port=settings.serve.fastapi_port,
         workers=settings.serve.workers,
-        log_level="warning",
+        # uvicorn's records through xgbops' formatter; the app writes the access log itself.
+        log_config=logging_config(settings),
+        log_level=settings.log_level.lower(),
         access_log=False,
     )
 

@@ -11,20 +11,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xgbops.config import Settings, load_settings
+from xgbops.logs import configure_logging
 
+from api import docs_assets
 from api.core import errors, metrics
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import batch_model, feedback_model, record_model
 from api.fastapi_app.routes import router
+
+access_log = structlog.get_logger("xgbops.access")
 
 
 def create_app(
@@ -32,7 +40,9 @@ def create_app(
 ) -> FastAPI:
     """Build the FastAPI app for ``settings`` (loaded from YAML + environment by default)."""
     settings = settings or load_settings()
-    service = service or PredictionService.create(settings)
+    if service is None:  # built here: this is the worker process
+        configure_logging(settings)
+        service = PredictionService.create(settings)
     spec = RecordSpec.from_dataset(settings.dataset)
     record = record_model(spec)
     batch = batch_model(record, settings.serve.batch_limit)
@@ -48,14 +58,15 @@ def create_app(
         title="xgbops",
         version="1",
         description=f"Scores {settings.dataset.description}",
-        docs_url="/docs",
+        docs_url=None,  # our own page (_install_docs): Swagger UI from this app, not a CDN
         openapi_url="/openapi.json",
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.service = service
     app.include_router(router(spec, record))
-    app.add_middleware(_Observe)
+    _install_docs(app)
+    app.add_middleware(_Observe, log_requests=settings.serve.access_log)
     _install_handlers(app)
     app.openapi = lambda: _openapi(app, [record, batch, feedback])  # type: ignore[method-assign]
     return app
@@ -78,6 +89,39 @@ def _openapi(app: FastAPI, models: list[Any]) -> dict[str, Any]:
         components[model.__name__] = schema
     app.openapi_schema = document
     return document
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its files at the URLs the Flask app serves them at.
+
+    Neither the page nor the files are in the OpenAPI document (as in the Flask app).
+    """
+    app.mount(
+        docs_assets.assets_url().rstrip("/"),
+        _Assets(directory=docs_assets.assets_dir()),
+        name="docs_assets",
+    )
+
+    @app.get(docs_assets.DOCS_URL, include_in_schema=False)
+    async def _swagger_ui(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")  # behind a path prefix
+        return get_swagger_ui_html(
+            openapi_url=root + str(app.openapi_url),
+            title=app.title,
+            swagger_js_url=root + docs_assets.asset_url(docs_assets.SWAGGER_JS),
+            swagger_css_url=root + docs_assets.asset_url(docs_assets.SWAGGER_CSS),
+            swagger_favicon_url=root + docs_assets.asset_url(docs_assets.FAVICON),
+            oauth2_redirect_url=None,  # bearer tokens only: no OAuth2 flow to return from
+        )
+
+
+class _Assets(StaticFiles):
+    """Starlette's static files with the long cache lifetime of versioned URLs."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = docs_assets.CACHE_CONTROL
+        return response
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -117,10 +161,16 @@ def _error_response(error: errors.ApiError) -> JSONResponse:
 
 
 class _Observe:
-    """Pure ASGI middleware: request id, latency and status per route, for every response."""
+    """Pure ASGI middleware: request id, latency and status per route, for every response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The request id is bound to structlog's context for the request's task, so every log line
+    of the request carries it, uvicorn's "Exception in ASGI application" included (hence no
+    clearing at the end: the task's context goes with the task).
+    """
+
+    def __init__(self, app: ASGIApp, log_requests: bool = True) -> None:
         self.app = app
+        self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,6 +180,8 @@ class _Observe:
         headers = dict(scope.get("headers") or [])
         request_id = new_request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
         scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -144,4 +196,16 @@ class _Observe:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            metrics.observe_request(path, scope["method"], status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.observe_request(path, scope["method"], status, elapsed)
+            if self.log_requests:
+                client = scope.get("client")
+                access_log.info(
+                    "http.request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    request_id=request_id,
+                    remote_addr=client[0] if client else None,
+                )

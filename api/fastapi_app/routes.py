@@ -185,7 +185,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
 
     @api.get("/model", tags=["operations"], responses={503: ERRORS[503]})
     def model(service: ServiceDep) -> dict[str, Any]:
-        """Name, version, alias, trained-at, holdout metrics and input features."""
+        """Which model answers (version, run id, digest, source), metrics and features."""
         return service.model_info()
 
     @api.get(

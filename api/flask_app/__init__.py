@@ -1,7 +1,7 @@
 """The Flask adapter: app factory, blueprints, marshmallow schemas, OpenAPI via flask-smorest.
 
 ``create_app(settings)`` builds everything; there is no module-level app. Gunicorn loads it with
-``api.flask_app:create_app()`` (see ``api/gunicorn.conf.py``).
+``api.flask_app:create_app()`` (see ``api/gunicorn_conf.py``).
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import time
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app, g, request
+import structlog
+from flask import Blueprint, Flask, Response, current_app, g, request, send_from_directory
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from xgbops.config import Settings, load_settings
+from xgbops.logs import configure_logging
 
+from api import docs_assets
 from api.core import errors, metrics
 from api.core.body import read_json
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
@@ -28,6 +31,8 @@ from api.flask_app.websocket import register_websocket
 
 BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer"}}
 JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback"}
+
+access_log = structlog.get_logger("xgbops.access")
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -50,6 +55,7 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     """Build the Flask app for ``settings`` (loaded from YAML + environment by default)."""
     settings = settings or load_settings()
     if service is None:  # built here, so started here: this is the worker process
+        configure_logging(settings)
         service = PredictionService.create(settings)
         service.start()
     app = Flask("xgbops")
@@ -59,8 +65,9 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_PATH=docs_assets.DOCS_URL,
+        # Swagger UI's scripts and styles come from this app (see _docs_assets), not a CDN.
+        OPENAPI_SWAGGER_UI_URL=docs_assets.assets_url(),
         MAX_CONTENT_LENGTH=settings.serve.max_body_bytes,
         API_SPEC_OPTIONS={
             "info": {"description": f"Scores {settings.dataset.description}"},
@@ -75,8 +82,25 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     for blueprint in routes.blueprints(spec, settings.serve.batch_limit):
         api.register_blueprint(blueprint)
     register_websocket(app, service)
-    _install_hooks(app)
+    app.register_blueprint(_docs_assets())
+    _install_hooks(app, settings.serve.access_log)
     return app
+
+
+def _docs_assets() -> Blueprint:
+    """Swagger UI's files at docs_assets.assets_url(), the URLs the FastAPI twin serves them at.
+
+    A plain Flask blueprint, so the files stay out of the OpenAPI document.
+    """
+    blueprint = Blueprint("docs_assets", __name__, url_prefix=docs_assets.assets_url().rstrip("/"))
+
+    @blueprint.get("/<path:filename>")
+    def _asset(filename: str) -> Response:
+        response = send_from_directory(docs_assets.assets_dir(), filename)
+        response.headers["Cache-Control"] = docs_assets.CACHE_CONTROL
+        return response
+
+    return blueprint
 
 
 class _Api(Api):  # type: ignore[misc]
@@ -85,11 +109,14 @@ class _Api(Api):  # type: ignore[misc]
     ERROR_SCHEMA = ErrorBodySchema
 
 
-def _install_hooks(app: Flask) -> None:
+def _install_hooks(app: Flask, log_requests: bool) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
         g.request_id = new_request_id(request.headers.get("X-Request-ID"))
+        # Every log line of this request carries its id (gthread reuses threads: clear first).
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=g.request_id)
         if request.method == "POST" and request.path in JSON_ENDPOINTS:
             _parse_json_body()
 
@@ -97,10 +124,23 @@ def _install_hooks(app: Flask) -> None:
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         rule = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.observe_request(
-            rule, request.method, response.status_code, time.perf_counter() - g.get("started", 0)
-        )
+        elapsed = time.perf_counter() - g.get("started", 0)
+        metrics.observe_request(rule, request.method, response.status_code, elapsed)
+        if log_requests:
+            access_log.info(
+                "http.request",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                duration_ms=round(elapsed * 1000, 3),
+                request_id=g.get("request_id", ""),
+                remote_addr=request.remote_addr,
+            )
         return response
+
+    @app.teardown_request
+    def _unbind(_: BaseException | None) -> None:
+        structlog.contextvars.clear_contextvars()
 
     @app.errorhandler(errors.ApiError)
     def _api_error(error: errors.ApiError) -> Response:

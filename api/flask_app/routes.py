@@ -181,7 +181,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @ops.response(200, description="the served model")
         @ops.alt_response(503, schema=ErrorBodySchema)
         def get(self) -> dict[str, Any]:
-            """Name, version, alias, trained-at, holdout metrics and input features."""
+            """Which model answers (version, run id, digest, source), metrics and features."""
             return _service().model_info()
 
     @ops.route("/predictions")

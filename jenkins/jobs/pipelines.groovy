@@ -7,14 +7,22 @@
  * and that every file in pipelines/ has an entry.
  *
  * Triggers live here rather than in the Jenkinsfiles: a Jenkinsfile's `triggers` directive
- * only registers after the job's first build, a seeded trigger works from the start (SCM
- * polling still needs one build to know the last revision).
+ * only registers after the job's first build, a seeded trigger works from the start. A polled
+ * job that never built builds at its first poll, commit or not (there is no revision to compare
+ * with): the polled Jenkinsfiles run no stage in that build (library step pollingBaseline), which
+ * only records the revision later polls compare with.
+ *
+ * PUBLISH, the switch without which nothing publishes an image, is declared here too: a
+ * Jenkinsfile's `parameters` registers only when a build runs, and this seed rewrites the jobs at
+ * every start, dropping what builds registered. Declared here, the orchestrator offers it from
+ * the start and the publish job always accepts the value the orchestrator passes on.
  *
  * XGBOPS_GIT_URL and XGBOPS_GIT_BRANCH come from `providedEnv` in jobs.yaml.
  */
 
 final String gitUrl = XGBOPS_GIT_URL
 final String gitBranch = XGBOPS_GIT_BRANCH
+final String publishHelp = 'Build, smoke-test and push the API image (off: nothing is published).'
 
 final List<Map<String, String>> pipelineJobs = [
     // No trigger of its own: every commit starts the orchestrator, which builds this job first
@@ -27,18 +35,24 @@ final List<Map<String, String>> pipelineJobs = [
     [name: 'training', scriptPath: 'pipelines/training.Jenkinsfile',
      description: 'Train, evaluate on the holdout, promote the champion if it is better.'],
     [name: 'publish', scriptPath: 'pipelines/publish.Jenkinsfile',
-     description: 'Build the API image with the champion, smoke-test it, push it to Docker Hub.'],
+     description: 'Build the API image with the champion, smoke-test it, push it to Docker Hub.',
+     askPublish: 'true'],
     [name: 'monitoring', scriptPath: 'pipelines/monitoring.Jenkinsfile',
      description: 'System sample, drift of recent predictions, sync to the monitoring sink.',
      cron: 'H/30 * * * *'],
     [name: 'orchestrator', scriptPath: 'Jenkinsfile',
-     description: 'The whole chain: quality, data, training, publish; stops at the first failure.',
-     poll: 'H/5 * * * *'],
+     description: 'The whole chain: quality, data, training, and publish when PUBLISH is ticked.',
+     poll: 'H/5 * * * *', askPublish: 'true'],
 ]
 
 pipelineJobs.each { Map<String, String> entry ->
     pipelineJob(entry.name) {
         description(entry.description)
+        if (entry.askPublish) {
+            parameters {
+                booleanParam('PUBLISH', false, publishHelp)
+            }
+        }
         properties {
             pipelineTriggers {
                 triggers {

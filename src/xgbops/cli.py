@@ -7,7 +7,6 @@ message naming what and why, and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -16,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import structlog
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from xgbops import XgbopsError
 from xgbops.config import ConfigError, Settings, load_settings
 from xgbops.data import DataValidationError
+from xgbops.logs import configure_logging
 
 app = typer.Typer(
     help="Train, track, promote and score tabular XGBoost models.",
@@ -63,31 +62,6 @@ def _settings(ctx: typer.Context) -> Settings:
     settings = load_settings(**(ctx.obj or {}))
     configure_logging(settings)
     return settings
-
-
-def configure_logging(settings: Settings) -> None:
-    """Structured logs on stderr: pretty in a terminal, JSON lines otherwise."""
-    json_logs = settings.log_format == "json" or (
-        settings.log_format == "auto" and not sys.stderr.isatty()
-    )
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelName(settings.log_level)
-        ),
-        # Look sys.stderr up at each call: it may be replaced (tests, notebooks) after configuring.
-        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
-    )
-    for noisy in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -246,13 +220,21 @@ def predict(
 
 
 @app.command("export-champion")
-def export_champion(ctx: typer.Context) -> None:
+def export_champion(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Folder to export to (the serving folder of the state dir if unset)."),
+    ] = None,
+) -> None:
     """Copy the champion's files where the API serves them from (no MLflow at serving time)."""
     from xgbops.tracking import Tracker  # pylint: disable=import-outside-toplevel
 
     settings = _settings(ctx)
     with _status("Exporting the champion"):
-        pointer = Tracker(settings).export_champion(settings.model_name, settings.serving_path)
+        pointer = Tracker(settings).export_champion(
+            settings.model_name, output or settings.serving_path
+        )
     if pointer is None:
         typer.echo(f"{settings.model_name} has no champion yet; run `make train`.", err=True)
         raise typer.Exit(EXIT_CHECK_FAILED)
@@ -546,7 +528,8 @@ def monitor_kibana_import(
 
 
 def _registry_model(settings: Settings, version: str | None) -> Path:
-    from xgbops.tracking import CHAMPION_ALIAS, Tracker  # pylint: disable=import-outside-toplevel
+    from xgbops.champion import CHAMPION_ALIAS  # pylint: disable=import-outside-toplevel
+    from xgbops.tracking import Tracker  # pylint: disable=import-outside-toplevel
 
     tracker = Tracker(settings)
     alias = None if version else CHAMPION_ALIAS

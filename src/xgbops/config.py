@@ -269,8 +269,19 @@ class ServeSettings(_Strict):
     history_flush_interval: float = Field(default=0.2, gt=0)
     #: Store every prediction in the history (off only to measure what recording costs).
     record_predictions: bool = True
+    #: One log line per request (method, path, status, duration_ms, request_id, remote_addr),
+    #: written by the app at INFO; the servers' own access logs stay off.
+    access_log: bool = True
     #: Most /retrain requests per client address per hour.
     retrain_per_hour: int = Field(default=6, ge=1)
+    #: Who trains a /retrain job: ``process``, a child process of the API worker (the embedded
+    #: default); ``queue``, the retraining worker (``python -m api.retrain_worker``, the
+    #: platform image's ``retrainer`` in compose) that takes queued jobs from the history
+    #: database, so the lean serving image never trains.
+    retrain_runner: Literal["process", "queue"] = "process"
+    #: Behind an MLflow server, how often a worker looks for a new champion in the registry,
+    #: in seconds (0: only at start). With the embedded store, ``xgbops`` exports it directly.
+    registry_sync_interval: float = Field(default=15.0, ge=0)
 
 
 class NotifySettings(_Strict):

@@ -23,10 +23,6 @@ from xgbops.model import Model
 
 Record = Mapping[str, Any]
 
-#: The file, in a serving directory, naming the champion's model folder (written by
-#: ``Tracker.export_champion``, read by the API).
-POINTER_FILE = "current.json"
-
 
 class RecordFormatError(XgbopsError):
     """Input records cannot be parsed (bad JSON/CSV, or not objects)."""

@@ -7,7 +7,6 @@ local SQLite file by default, any MLflow server when ``MLFLOW_TRACKING_URI`` is 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,7 +15,6 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -33,19 +31,22 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 
 import xgbops
-from xgbops import XgbopsError
 from xgbops.config import Settings
+from xgbops.champion import (
+    CHAMPION_ALIAS,
+    MODEL_ARTIFACT,
+    POINTER_FILE,
+    ChampionVersion,
+    RegistryError,
+    holdout_metrics,
+    install_model,
+    is_current,
+    redact_uri,
+)
 from xgbops.model import Model
-from xgbops.predict import POINTER_FILE
 
-CHAMPION_ALIAS = "champion"
-MODEL_ARTIFACT = "model"
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
-
-
-class RegistryError(XgbopsError):
-    """The registry has no such model, version or alias."""
 
 
 @dataclass(frozen=True)
@@ -324,8 +325,9 @@ class Tracker:
     def export_champion(self, name: str, destination: Path) -> Path | None:
         """Copy the champion's files for serving and point ``current.json`` at them.
 
-        Serving processes read only ``destination`` (never MLflow), and swap models when
-        ``current.json`` changes; it is replaced atomically, so a reader never sees half a file.
+        Serving processes read only ``destination`` (never MLflow) and swap models when
+        ``current.json`` changes. A champion already in place (same run, intact files) is not
+        exported again; any other one is, whatever its version number says.
 
         Returns:
             The pointer file, or None when there is no champion.
@@ -333,32 +335,16 @@ class Tracker:
         champion = self.champion(name)
         if champion is None:
             return None
-        pointer_path = destination / POINTER_FILE
-        current = read_pointer(destination)
-        if current and current.get("version") == champion.version:
-            return pointer_path
-        model_dir = self.download_model(
-            name, version=champion.version, dst=destination / f"v{champion.version}"
-        )
-        spec = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
-        pointer = {
-            "model_name": name,
-            "version": champion.version,
-            "alias": CHAMPION_ALIAS,
-            "run_id": champion.run_id,
-            "model_dir": model_dir.name,
-            "trained_at": spec.get("metadata", {}).get("trained_at"),
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "metrics": {
-                key.removeprefix("holdout_"): value
-                for key, value in champion.metrics.items()
-                if key.startswith("holdout_")
-            },
-        }
-        partial = destination / f".{POINTER_FILE}.{os.getpid()}"
-        partial.write_text(json.dumps(pointer, indent=2), encoding="utf-8")
-        os.replace(partial, pointer_path)
-        return pointer_path
+        version = ChampionVersion(name, champion.version, champion.run_id)
+        if not is_current(destination, version):
+            with tempfile.TemporaryDirectory() as tmp:
+                files = self.download_model(name, version=champion.version, dst=Path(tmp) / "m")
+                remote = self.settings.tracking_uri.startswith(("http://", "https://"))
+                extra: dict[str, Any] = {"metrics": holdout_metrics(champion.metrics)}
+                if remote:
+                    extra["registry"] = redact_uri(self.settings.tracking_uri)
+                install_model(files, destination, version, "registry" if remote else "local", extra)
+        return destination / POINTER_FILE
 
     def download_model(
         self,
@@ -384,15 +370,6 @@ class Tracker:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(source, target, dirs_exist_ok=True)
         return target
-
-
-def read_pointer(destination: Path) -> dict[str, Any] | None:
-    """The ``current.json`` written by :meth:`Tracker.export_champion`, if any."""
-    try:
-        content = json.loads((destination / POINTER_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return content if isinstance(content, dict) else None
 
 
 def git_commit(directory: Path) -> str | None:

@@ -26,7 +26,8 @@ from xgbops import evaluate
 from xgbops.config import DatasetConfig, Settings
 from xgbops.data import Splits, labels, load_dataset, load_splits, split_dataset, write_report
 from xgbops.model import Featurizer, Matrix, Model, ModelFormatError
-from xgbops.tracking import CHAMPION_ALIAS, Tracker, git_commit
+from xgbops.champion import CHAMPION_ALIAS
+from xgbops.tracking import Tracker, git_commit
 
 log = structlog.get_logger(__name__)
 

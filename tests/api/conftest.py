@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.processes import free_port, wait_until_healthy
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -55,7 +49,7 @@ def start_server(kind: str, project: Path, log_dir: Path, **extra: str) -> Serve
     """Start ``flask`` (gunicorn) or ``fastapi`` (uvicorn) and wait until /health answers."""
     port = free_port()
     if kind == "flask":
-        command = [str(BIN / "gunicorn"), "--config", str(_repo() / "api" / "gunicorn.conf.py")]
+        command = [str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf"]
         extra = {"XGBOPS_SERVE__PORT": str(port), **extra}
     else:
         command = [str(BIN / "python"), "-m", "api.fastapi_app"]
@@ -74,18 +68,8 @@ def start_server(kind: str, project: Path, log_dir: Path, **extra: str) -> Serve
 
 
 def wait_until_up(server: Server, timeout: float = 60) -> None:
-    """Poll /health until it answers 200 (fail with the server's log otherwise)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"{server.name} exited:\n{server.log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{server.name} did not answer within {timeout} s:\n{server.log.read_text()}")
+    """Wait until the server's /health answers 200 (fail with its log otherwise)."""
+    wait_until_healthy(server.name, f"{server.url}/health", server.process, server.log, timeout)
 
 
 def stop_server(server: Server) -> None:

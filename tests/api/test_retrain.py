@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from collections import Counter
 import time
 
 import pytest
+from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 from api.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from api.core.retrain import RetrainJobs
 from api.core.history import migrate
+from api.retrain_worker import HEARTBEAT_FILE, serve_jobs
 from tests.api.conftest import SteadyLoad, start_server, stop_server
 from tests.api.test_contract import EXAMPLE
 from tests.conftest import make_project, project_settings
@@ -40,17 +44,20 @@ def weak_champion(weak_template, tmp_path):
     return copy
 
 
-@pytest.fixture
-def jobs(weak_champion, monkeypatch, tmp_path):
+def _retrain_settings(project, monkeypatch, tmp_path, **serve):
+    """Fast retraining of ``project`` with a migrated SQLite history of its own."""
     for name, value in FAST_ENV.items():
         monkeypatch.setenv(name, value)
     settings = project_settings(
-        weak_champion,
-        retrain_token=TOKEN,
-        database_url=f"sqlite:///{tmp_path / 'h.db'}",
-        serve={"retrain_per_hour": 2},
+        project, retrain_token=TOKEN, database_url=f"sqlite:///{tmp_path / 'h.db'}", serve=serve
     )
     migrate(settings.history_url)
+    return settings
+
+
+@pytest.fixture
+def jobs(weak_champion, monkeypatch, tmp_path):
+    settings = _retrain_settings(weak_champion, monkeypatch, tmp_path, retrain_per_hour=2)
     runner = RetrainJobs(settings)
     yield runner
     runner.wait()
@@ -161,3 +168,68 @@ def test_retrain_under_load_swaps_the_champion_without_a_failed_request(weak_cha
     info = re.findall(r'^xgbops_model_info\{.*model_version="(\d+)".*\} (\S+)$', metrics, re.M)
     assert {value for version, value in info if version == new_version} == {"1.0"}
     assert {value for version, value in info if version == "2"} == {"0.0"}
+
+
+# --------------------------------------------------------------- the queue (compose's retrainer)
+
+
+@pytest.fixture
+def queued_jobs(weak_champion, monkeypatch, tmp_path):
+    """The API side and the worker side of the queue, on one history database."""
+    settings = _retrain_settings(weak_champion, monkeypatch, tmp_path, retrain_runner="queue")
+    return RetrainJobs(settings), RetrainJobs(settings)
+
+
+def test_with_a_queue_the_api_only_records_the_job_and_a_worker_claims_it_once(queued_jobs):
+    api, worker = queued_jobs
+    job = api.submit("10.0.0.9")
+    time.sleep(0.5)
+    assert api.get(job["job_id"])["status"] == "queued"  # nothing trains in the API's process
+    assert not api._threads  # pylint: disable=protected-access
+    with pytest.raises(Conflict):
+        api.submit("10.0.0.8")  # still one job at a time
+    claimed = worker.claim()
+    assert claimed == job["job_id"]
+    assert worker.claim() is None  # taken once, by one worker
+    assert api.get(claimed)["status"] == "running"
+    worker.run(claimed)
+    done = api.get(claimed)
+    assert done["status"] == "succeeded" and done["result"]["promoted"] is True
+
+
+def test_the_retraining_worker_serves_queued_jobs_until_stopped(queued_jobs, tmp_path):
+    api, worker = queued_jobs
+    job = api.submit("10.0.0.7")
+    stop = threading.Event()
+    heartbeat = tmp_path / HEARTBEAT_FILE
+    ran: list[int] = []
+    loop = threading.Thread(target=lambda: ran.append(serve_jobs(worker, stop, 0.05, heartbeat)))
+    loop.start()
+    deadline = time.monotonic() + 120
+    while api.get(job["job_id"])["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, "the worker did not finish the job"
+        time.sleep(0.2)
+    stop.set()
+    loop.join(timeout=10)
+    assert ran == [1] and heartbeat.is_file()
+    assert api.get(job["job_id"])["status"] == "succeeded"
+
+
+def test_the_retraining_worker_waits_out_a_database_outage(queued_jobs, tmp_path, monkeypatch):
+    _, worker = queued_jobs
+
+    def down() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(worker, "claim", down)
+    stop = threading.Event()
+    with capture_logs() as logs:
+        loop = threading.Thread(
+            target=serve_jobs, args=(worker, stop, 0.05, tmp_path / HEARTBEAT_FILE)
+        )
+        loop.start()
+        time.sleep(0.3)
+        stop.set()
+        loop.join(timeout=10)
+    assert any(e["event"] == "retrain.worker_database_unavailable" for e in logs)
+    assert not (tmp_path / HEARTBEAT_FILE).exists()  # no heartbeat while the database is down

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from api import smoke
-from tests.api.conftest import free_port
+from tests.processes import free_port
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "data" / "example.json"

@@ -358,7 +358,7 @@ def app_spec(
         XGBOPS_SERVE__BATCH_LIMIT=str(args.batch_size),
     )
     if name.startswith("flask"):
-        command = [str(BIN / "gunicorn"), "--config", str(REPO / "api" / "gunicorn.conf.py")]
+        command = [str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf"]
         env["XGBOPS_SERVE__PORT"] = str(port)
         if name == "flask-unrecorded":
             env["XGBOPS_SERVE__RECORD_PREDICTIONS"] = "false"

@@ -29,7 +29,7 @@ from xgbops.monitoring.check import (
 from xgbops.monitoring.events import format_time
 from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
 from xgbops.predict import Predictor
-from xgbops.tracking import read_pointer
+from xgbops.champion import read_pointer
 
 TOKEN = "drift-test-token"  # pragma: allowlist secret
 

@@ -15,7 +15,8 @@ from tests.monitoring.history_rows import label, other, records, write_feedback,
 from xgbops import train as training
 from xgbops.monitoring import elastic, sync
 from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
-from xgbops.tracking import CHAMPION_ALIAS, Tracker
+from xgbops.champion import CHAMPION_ALIAS
+from xgbops.tracking import Tracker
 
 
 def test_training_ships_its_run_to_the_configured_sink(champion_project):

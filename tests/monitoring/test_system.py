@@ -16,7 +16,7 @@ from xgbops.monitoring.events import ProcessEvent, SystemEvent
 @pytest.mark.parametrize(
     ("name", "cmdline", "group"),
     [
-        ("gunicorn", ["gunicorn", "--config", "api/gunicorn.conf.py"], "gunicorn"),
+        ("gunicorn", ["gunicorn", "--config", "python:api.gunicorn_conf"], "gunicorn"),
         ("python3", ["python", "-m", "uvicorn", "api.fastapi_app:create_app"], "uvicorn"),
         ("python3", ["/venv/bin/mlflow", "server"], "mlflow"),
         ("python3", ["/venv/bin/xgbops", "monitor", "system"], "xgbops"),

@@ -66,6 +66,7 @@ STEP_PLUGINS: dict[str, str] = {
     "sh": "workflow-durable-task-step",
     "timeout": "workflow-basic-steps",
     "echo": "workflow-basic-steps",
+    "error": "workflow-basic-steps",
     "fileExists": "workflow-basic-steps",
     "withEnv": "workflow-basic-steps",
     "archiveArtifacts": "workflow-basic-steps",
@@ -144,6 +145,8 @@ class Block:
     line: int
     statements: list[Statement] = field(default_factory=list)
     children: list[Block] = field(default_factory=list)
+    #: The tokens between the braces, nested blocks included.
+    body: list[Token] = field(default_factory=list)
 
     def blocks(self, name: str) -> list[Block]:
         """The child blocks called ``name``."""
@@ -262,10 +265,12 @@ def parse_blocks(tokens: list[Token]) -> Block:
         GroovySyntaxError: braces or parentheses do not balance.
     """
     root = Block(None, [], 0)
-    frames: list[tuple[Block, list[int]]] = [(root, [])]  # block, open ( [ positions inside it
+    root.body = tokens
+    # block, open ( [ positions inside it, position of its {
+    frames: list[tuple[Block, list[int], int]] = [(root, [], -1)]
     previous: Token | None = None
     for position, token in enumerate(tokens):
-        block, opened = frames[-1]
+        block, opened, _ = frames[-1]
         if token.kind == "op" and token.value in "([":
             opened.append(position)
         elif token.kind == "op" and token.value in ")]":
@@ -275,11 +280,12 @@ def parse_blocks(tokens: list[Token]) -> Block:
         elif token.kind == "op" and token.value == "{":
             child = Block(*_block_head(tokens, position), token.line)
             block.children.append(child)
-            frames.append((child, []))
+            frames.append((child, [], position))
         elif token.kind == "op" and token.value == "}":
             if len(frames) == 1 or opened:
                 raise GroovySyntaxError(f"line {token.line}: unbalanced '}}'")
-            frames.pop()
+            closed, _, opening = frames.pop()
+            closed.body = tokens[opening + 1 : position]
         if token.kind == "ident" and not opened and _starts_statement(previous, token):
             following = tokens[position + 1] if position + 1 < len(tokens) else None
             block.statements.append(Statement(token.value, token.line, following))
@@ -636,18 +642,26 @@ def defined_credentials(root: Path) -> set[str]:
 
 @dataclass(frozen=True)
 class SeededJob:
-    """A job the Job DSL seed creates: its name and the Jenkinsfile it runs."""
+    """A job the Job DSL seed creates: its name, the Jenkinsfile it runs, its other keys."""
 
     name: str
     script_path: str
+    #: The entry's other keys (``poll``, ``cron``, ``askPublish``...) with their string values.
+    options: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def seeded_jobs(seed: Path) -> list[SeededJob]:
     """The job table of the seed script (``[name: 'x', scriptPath: 'y', ...]`` entries)."""
     text = seed.read_text(encoding="utf-8")
     return [
-        SeededJob(match.group(1), match.group(2))
-        for match in re.finditer(r"\[\s*name:\s*'([^']+)',\s*scriptPath:\s*'([^']+)'", text)
+        SeededJob(
+            match.group(1),
+            match.group(2),
+            dict(re.findall(r"(\w+):\s*'([^']*)'", match.group(3))),
+        )
+        for match in re.finditer(
+            r"\[\s*name:\s*'([^']+)',\s*scriptPath:\s*'([^']+)'([^\]]*)\]", text
+        )
     ]
 
 
@@ -912,6 +926,395 @@ def check_required_options(root: Path) -> list[str]:
     return problems
 
 
+# --- issue 11: what running the pipelines in a real Jenkins showed ---------------------------
+
+#: Report publishers: in post { always { } }, so a failed build still shows its reports.
+PUBLISHERS = frozenset({"junit", "recordCoverage", "recordIssues", "archiveArtifacts"})
+
+#: Publishers that skip a failed build unless given ``enabledForFailure: true``.
+FAILURE_SKIPPING_PUBLISHERS = frozenset({"recordCoverage", "recordIssues"})
+
+#: ``engines.node`` of the SonarQube scanner, by the version the Makefile's `sonar` target runs
+#: with npx. From `npm view @sonar/scan@5.0.1 engines --json`; npx fetches the scanner, so it is
+#: not in package-lock.json to be read. A new version in the Makefile needs its line here.
+SONAR_SCAN_NODE_ENGINES = {"5.0.1": ">=22.12.0"}
+
+#: The architectures the Jenkins image's Node.js checksums are pinned for (ARG NODE_SHA256_<X>).
+NODE_ARCHES = ("AMD64", "ARM64")
+
+#: The boolean parameter that asks for an image to be published (off unless ticked).
+PUBLISH_PARAMETER = "PUBLISH"
+PUBLISH_JOB = "publish"
+
+#: Library steps: true in the build Jenkins starts at a job's first-ever poll; records the
+#: running stage as the failed one; mails the result.
+BASELINE_STEP = "pollingBaseline"
+FAILED_STAGE_STEP = "recordFailedStage"
+NOTIFY_STEP = "notifyResult"
+
+
+def named_arguments(tokens: list[Token], index: int) -> dict[str, Token]:
+    """The named arguments of the call at ``tokens[index]``, each with its value's first token.
+
+    Only the call's own level counts: ``build(job: 'x', parameters: [booleanParam(name: 'P')])``
+    gives ``job`` and ``parameters``, not ``name``.
+    """
+    if index + 1 >= len(tokens) or tokens[index + 1].value != "(":
+        return {}
+    found: dict[str, Token] = {}
+    depth = 0
+    for position in range(index + 1, len(tokens) - 2):
+        token = tokens[position]
+        if token.kind == "op" and token.value in ("(", "["):
+            depth += 1
+        elif token.kind == "op" and token.value in (")", "]"):
+            depth -= 1
+            if depth == 0:
+                break
+        elif depth == 1 and token.kind == "ident" and tokens[position + 1].value == ":":
+            found[token.value] = tokens[position + 2]
+    return found
+
+
+def stage_name(stage: Block) -> str:
+    """The name of a ``stage('Name') { }`` block ('' when it has none)."""
+    return stage.args[0].value if len(stage.args) == 1 and stage.args[0].kind == "string" else ""
+
+
+def top_level_stages(tree: Block) -> list[Block]:
+    """The stages directly under ``pipeline { stages { } }``, in order."""
+    return [
+        stage
+        for pipeline in tree.blocks("pipeline")
+        for stages in pipeline.blocks("stages")
+        for stage in stages.blocks("stage")
+    ]
+
+
+def _idents(tokens: list[Token]) -> set[str]:
+    return {token.value for token in tokens if token.kind == "ident"}
+
+
+def _reads_param(tokens: list[Token], name: str) -> bool:
+    """Whether ``params.<name>`` occurs in ``tokens``."""
+    return any(
+        tokens[i].value == "params" and tokens[i + 1].value == "." and tokens[i + 2].value == name
+        for i in range(len(tokens) - 2)
+    )
+
+
+def _when_tokens(stage: Block) -> list[Token]:
+    return [token for when in stage.blocks("when") for token in when.body]
+
+
+def satisfies(version: str, spec: str) -> bool:
+    """Whether ``version`` (x.y.z) is in an npm range of comparators, e.g. ``>=22.12.0``.
+
+    Alternatives (``||``) and space-separated comparators (``>=18 <20``) are understood.
+
+    Raises:
+        ValueError: the range uses other syntax (``^``, ``~``, ``x``), which this does not read.
+    """
+
+    def parse(text: str) -> tuple[int, ...]:
+        parts = [int(part) for part in text.split(".")]
+        return tuple(parts + [0] * (3 - len(parts)))
+
+    target = parse(version)
+    tests: dict[str, Callable[[tuple[int, ...]], bool]] = {
+        ">=": lambda bound: target >= bound,
+        "<=": lambda bound: target <= bound,
+        ">": lambda bound: target > bound,
+        "<": lambda bound: target < bound,
+        "=": lambda bound: target == bound,
+    }
+    for alternative in spec.split("||"):
+        met = True
+        for comparator in alternative.split():
+            match = re.fullmatch(r"(>=|<=|>|<|=)?(\d+(?:\.\d+){0,2})", comparator)
+            if not match:
+                raise ValueError(f"npm range syntax not understood: {comparator!r}")
+            met = met and tests[match.group(1) or "="](parse(match.group(2)))
+        if met:
+            return True
+    return False
+
+
+def _apt_installed(command_lines: list[str]) -> set[str]:
+    """Packages named by the ``apt-get install`` commands in ``command_lines``."""
+    packages: set[str] = set()
+    for line in command_lines:
+        for command in re.split(r"&&|\|\||;", line):
+            words = command.split()
+            if "apt-get" in words and "install" in words:
+                after = words[words.index("install") + 1 :]
+                packages.update(word for word in after if not word.startswith("-"))
+    return packages
+
+
+def image_apt_packages(dockerfile: Path) -> set[str]:
+    """The Debian packages a Dockerfile's RUN instructions install."""
+    runs = [line for line in dockerfile_lines(dockerfile) if line.split()[0].upper() == "RUN"]
+    return _apt_installed(runs)
+
+
+def system_deps_packages(makefile: Path) -> set[str]:
+    """The Debian packages `make system-deps` installs (its recipe's ``apt-get install``)."""
+    match = re.search(
+        r"^system-deps:.*\n((?:\t.*\n?)*)", makefile.read_text(encoding="utf-8"), re.M
+    )
+    return _apt_installed(match.group(1).splitlines()) if match else set()
+
+
+def dockerfile_args(dockerfile: Path) -> dict[str, str]:
+    """The Dockerfile's ``ARG NAME=default`` values."""
+    values = {}
+    for line in dockerfile_lines(dockerfile):
+        words = line.split()
+        if words[0].upper() == "ARG":
+            values.update(word.split("=", 1) for word in words[1:] if "=" in word)
+    return values
+
+
+def check_reports_published_on_failure(root: Path) -> list[str]:
+    """Reports are published from post { always { } }, and coverage also for a failed build."""
+    problems = []
+    for path in jenkinsfiles(root):
+        tokens = tokenize(path.read_text(encoding="utf-8"))
+        tree = parse_blocks(tokens)
+        always = {
+            id(token)
+            for post in tree.walk()
+            if post.name == "post"
+            for block in post.blocks("always")
+            for token in block.body
+        }
+        called = {id(token) for token in calls(tokens)}
+        where = path.relative_to(root)
+        for index, token in enumerate(tokens):
+            if id(token) not in called or token.value not in PUBLISHERS:
+                continue
+            if id(token) not in always:
+                problems.append(
+                    f"{where}:{token.line}: {token.value} outside post {{ always {{ }} }} "
+                    "skips some results"
+                )
+            flag = named_arguments(tokens, index).get("enabledForFailure")
+            enabled = flag is not None and flag.value == "true"
+            if token.value in FAILURE_SKIPPING_PUBLISHERS and not enabled:
+                problems.append(
+                    f"{where}:{token.line}: {token.value} without enabledForFailure: true "
+                    "shows nothing for a failed build"
+                )
+    return problems
+
+
+def check_node_runs_the_sonar_scanner(root: Path) -> list[str]:
+    """The Jenkins image's Node.js is pinned, checksummed, and runs the Makefile's scanner."""
+    scanner = re.search(r"@sonar/scan@(\d[\w.-]*)", (root / "Makefile").read_text(encoding="utf-8"))
+    if not scanner:
+        return ["Makefile: the sonar target names no @sonar/scan@<version>"]
+    version = scanner.group(1)
+    engines = SONAR_SCAN_NODE_ENGINES.get(version)
+    if engines is None:
+        return [
+            f"@sonar/scan {version}: engines.node unknown; add `npm view @sonar/scan@{version} "
+            "engines --json` to SONAR_SCAN_NODE_ENGINES"
+        ]
+    args = dockerfile_args(root / DOCKERFILE)
+    node = args.get("NODE_VERSION", "")
+    problems = []
+    if not re.fullmatch(r"\d+\.\d+\.\d+", node):
+        problems.append(f"{DOCKERFILE}: no ARG NODE_VERSION=<x.y.z> pins Node.js")
+    elif not satisfies(node, engines):
+        problems.append(
+            f"{DOCKERFILE}: Node.js {node} does not satisfy engines.node {engines!r} "
+            f"of @sonar/scan {version} (make sonar)"
+        )
+    problems += [
+        f"{DOCKERFILE}: ARG NODE_SHA256_{arch} is not a SHA-256"
+        for arch in NODE_ARCHES
+        if not re.fullmatch(r"[0-9a-f]{64}", args.get(f"NODE_SHA256_{arch}", ""))
+    ]
+    if "sha256sum -c" not in " ".join(dockerfile_lines(root / DOCKERFILE)):
+        problems.append(f"{DOCKERFILE}: the Node.js archive is not checked (sha256sum -c)")
+    if {"nodejs", "npm"} & image_apt_packages(root / DOCKERFILE):
+        problems.append(f"{DOCKERFILE}: installs Debian's nodejs/npm next to the pinned Node.js")
+    return problems
+
+
+def check_system_deps_in_image(root: Path) -> list[str]:
+    """The Jenkins image has what `make system-deps` installs: the quality pipeline runs the
+    tests that need it, and Jenkins' CI=true turns their skip into a failure."""
+    wanted = system_deps_packages(root / "Makefile")
+    if not wanted:
+        return ["Makefile: system-deps installs no Debian package: the check read nothing"]
+    return [
+        f"{DOCKERFILE}: does not install {name!r}, which `make system-deps` installs"
+        for name in sorted(wanted - image_apt_packages(root / DOCKERFILE))
+    ]
+
+
+def _declares_off_switch(tree: Block, name: str) -> bool:
+    """Whether ``parameters { booleanParam(name: '<name>', defaultValue: false) }`` is there."""
+    for pipeline in tree.blocks("pipeline"):
+        for parameters in pipeline.blocks("parameters"):
+            body = parameters.body
+            for index, token in enumerate(body):
+                if token.value != "booleanParam":
+                    continue
+                args = named_arguments(body, index)
+                if "name" in args and args["name"].value == name:
+                    return "defaultValue" in args and args["defaultValue"].value == "false"
+    return False
+
+
+def check_publish_only_when_asked(root: Path) -> list[str]:
+    """An image is published only when PUBLISH is ticked: off by default on the orchestrator
+    and the publish job (declared by the seed too, so it exists before any build), the
+    orchestrator builds publish only then, and publish refuses to run without it."""
+    jobs = seeded_jobs(root / SEED_FILE)
+    orchestrator = next((job for job in jobs if job.script_path == ORCHESTRATOR), None)
+    publish = next((job for job in jobs if job.name == PUBLISH_JOB), None)
+    if orchestrator is None or publish is None:
+        return [f"{SEED_FILE}: no orchestrator or {PUBLISH_JOB} job"]
+    problems = []
+    seed = (root / SEED_FILE).read_text(encoding="utf-8")
+    if not re.search(rf"booleanParam\(\s*'{PUBLISH_PARAMETER}',\s*false\b", seed):
+        problems.append(f"{SEED_FILE}: no booleanParam('{PUBLISH_PARAMETER}', false, ...)")
+    trees = {}
+    for job in (orchestrator, publish):
+        if job.options.get("askPublish") != "true":
+            problems.append(f"{SEED_FILE}: job {job.name!r} lacks askPublish: 'true'")
+        trees[job.name] = parse_blocks(tokenize((root / job.script_path).read_text("utf-8")))
+        if not _declares_off_switch(trees[job.name], PUBLISH_PARAMETER):
+            problems.append(
+                f"{job.script_path}: no booleanParam(name: '{PUBLISH_PARAMETER}', "
+                "defaultValue: false)"
+            )
+
+    stages = top_level_stages(trees[publish.name])
+    first = stages[0] if stages else Block(None, [], 0)
+    refuses = (
+        _reads_param(_when_tokens(first), PUBLISH_PARAMETER)
+        and "not" in _idents(_when_tokens(first))
+        and any(s.name == "error" for steps in first.blocks("steps") for s in steps.statements)
+    )
+    if not refuses:
+        problems.append(
+            f"{publish.script_path}: the first stage must fail (error) unless "
+            f"params.{PUBLISH_PARAMETER} is ticked"
+        )
+
+    building = [
+        block
+        for block in trees[orchestrator.name].walk()
+        if block.name == "stage" and named_strings(block.body, "job") == [PUBLISH_JOB]
+    ]
+    for stage in building:
+        when = _when_tokens(stage)
+        if not _reads_param(when, PUBLISH_PARAMETER) or "not" in _idents(when):
+            problems.append(
+                f"{orchestrator.script_path}: stage {stage_name(stage)!r} builds {PUBLISH_JOB} "
+                f"without when {{ expression {{ params.{PUBLISH_PARAMETER} }} }}"
+            )
+        passed = any(t.kind == "string" and t.value == PUBLISH_PARAMETER for t in stage.body)
+        if not passed:
+            problems.append(
+                f"{orchestrator.script_path}: stage {stage_name(stage)!r} does not pass "
+                f"{PUBLISH_PARAMETER} to the {PUBLISH_JOB} job"
+            )
+    if not building:
+        problems.append(f"{orchestrator.script_path}: no stage builds job {PUBLISH_JOB!r}")
+    return problems
+
+
+def check_first_poll_runs_nothing(root: Path) -> list[str]:
+    """A polled job's first-ever build, which Jenkins starts at the first poll without any
+    commit, runs no stage and sends no mail: it only records the revision polls compare with."""
+    problems = []
+    for job in seeded_jobs(root / SEED_FILE):
+        if not job.options.get("poll"):
+            continue
+        tree = parse_blocks(tokenize((root / job.script_path).read_text(encoding="utf-8")))
+        problems += [
+            f"{job.script_path}: stage {stage_name(stage)!r} runs in the first poll's build "
+            f"(when {{ not {{ expression {{ {BASELINE_STEP}() }} }} }})"
+            for stage in top_level_stages(tree)
+            if not {"not", BASELINE_STEP} <= _idents(_when_tokens(stage))
+        ]
+        options = {
+            statement.name
+            for pipeline in tree.blocks("pipeline")
+            for block in pipeline.blocks("options")
+            for statement in block.statements
+        }
+        if "skipDefaultCheckout" in options:
+            problems.append(
+                f"{job.script_path}: skipDefaultCheckout: the first poll's build would record "
+                "no revision, so every poll would build"
+            )
+    step = root / LIBRARY_VARS / f"{BASELINE_STEP}.groovy"
+    if not step.is_file():
+        problems.append(f"{LIBRARY_VARS}: no {BASELINE_STEP}.groovy")
+    notify = root / LIBRARY_VARS / f"{NOTIFY_STEP}.groovy"
+    if BASELINE_STEP not in {t.value for t in calls(tokenize(notify.read_text("utf-8")))}:
+        problems.append(f"{LIBRARY_VARS}/{NOTIFY_STEP}.groovy: mails the first poll's build")
+    return problems
+
+
+def check_failed_stage_recorded(root: Path) -> list[str]:
+    """Every stage that runs steps names itself as the failed stage when it fails."""
+    problems = []
+    for path in jenkinsfiles(root):
+        tree = parse_blocks(tokenize(path.read_text(encoding="utf-8")))
+        for stage in tree.walk():
+            if stage.name != "stage" or not stage.blocks("steps"):
+                continue
+            recorded = any(
+                statement.name == FAILED_STAGE_STEP
+                for post in stage.blocks("post")
+                for failure in post.blocks("failure")
+                for statement in failure.statements
+            )
+            if not recorded:
+                problems.append(
+                    f"{path.relative_to(root)}:{stage.line}: stage {stage_name(stage)!r} lacks "
+                    f"post {{ failure {{ {FAILED_STAGE_STEP}() }} }}"
+                )
+    return problems
+
+
+def check_mail_needs_no_python(root: Path) -> list[str]:
+    """The result mail comes from Jenkins' email-ext: no shell, so no Python environment to
+    build first; it names the failed stage and carries the log's tail."""
+    path = root / LIBRARY_VARS / f"{NOTIFY_STEP}.groovy"
+    tokens = tokenize(path.read_text(encoding="utf-8"))
+    called = {token.value for token in calls(tokens)}
+    texts = " ".join(token.value for token in tokens if token.kind == "string")
+    where = f"{LIBRARY_VARS}/{NOTIFY_STEP}.groovy"
+    problems = []
+    if "emailext" not in called:
+        problems.append(f"{where}: does not mail with emailext")
+    problems += [
+        f"{where}: runs {step}: mailing must not need the workspace's tools"
+        for step in sorted(called & {"sh", "bat", "powershell", "withCredentials"})
+    ]
+    if "${BUILD_LOG" not in texts:
+        problems.append(f"{where}: the mail lacks the log's tail (${{BUILD_LOG, maxLines=N}})")
+    if "FAILED_STAGE" not in _idents(tokens):
+        problems.append(f"{where}: the mail does not name the failed stage (env.FAILED_STAGE)")
+    recorder = root / LIBRARY_VARS / f"{FAILED_STAGE_STEP}.groovy"
+    if not recorder.is_file() or "FAILED_STAGE" not in _idents(
+        tokenize(recorder.read_text(encoding="utf-8"))
+    ):
+        problems.append(f"{LIBRARY_VARS}: {FAILED_STAGE_STEP}.groovy does not set FAILED_STAGE")
+    account = casc_section(root, "unclassified", "email-ext", "mailAccount") or {}
+    if not account.get("smtpHost"):
+        problems.append(f"{CASC_DIR}: email-ext has no mailAccount.smtpHost")
+    return problems
+
+
 #: Every consistency check, by the name the tests use.
 CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "make-targets-exist": check_make_targets_exist,
@@ -927,4 +1330,11 @@ CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "named-servers": check_named_servers,
     "pipelines-notify": check_pipelines_notify,
     "required-options": check_required_options,
+    "reports-published-on-failure": check_reports_published_on_failure,
+    "node-runs-sonar-scanner": check_node_runs_the_sonar_scanner,
+    "system-deps-in-image": check_system_deps_in_image,
+    "publish-only-when-asked": check_publish_only_when_asked,
+    "first-poll-runs-nothing": check_first_poll_runs_nothing,
+    "failed-stage-recorded": check_failed_stage_recorded,
+    "mail-needs-no-python": check_mail_needs_no_python,
 }

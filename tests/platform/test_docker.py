@@ -1,13 +1,15 @@
-"""The API image: hadolint, the Dockerfile's promises, the build context, the scripts it runs.
+"""The two images' Dockerfile: hadolint, its promises, the build context, the scripts it runs.
 
-No Docker engine here: the Dockerfile is linted and read, .dockerignore is applied with the
-Docker SDK's own implementation of its rules, and the two shell scripts the image and compose
-run (docker/entrypoint.sh, the PostgreSQL init script) are run for real, the entrypoint with
-the project's venv and a real champion export, the init script on the local PostgreSQL.
+These checks read the files; tests/container builds and runs the images on a real engine
+(`make container-test`). .dockerignore is applied with the Docker SDK's own implementation of
+its rules, and the shell scripts the images and compose run (docker/entrypoint.sh, the
+PostgreSQL init script) are run for real, the entrypoint with the project's venv, the init
+script on the local PostgreSQL.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ import pytest
 from docker.utils.build import exclude_paths
 
 from xgbops.config import ServeSettings
+from xgbops.tracking import Tracker
 
 from tests.conftest import make_project
 from tests.platform.conftest import REPO, VENV_BIN, require_tool, run_tool
@@ -37,14 +40,17 @@ _SKIPPED_DIRS = {".venv", "node_modules", ".git"}
 CONTEXT = {
     "README.md": True,
     "pyproject.toml": True,
-    "requirements/runtime.txt": True,
+    "requirements/serve.txt": True,
+    "requirements/platform.txt": True,
     "src/xgbops/cli.py": True,
-    "api/gunicorn.conf.py": True,
+    "api/gunicorn_conf.py": True,
+    "docker/slim_venv.py": True,
+    "monitoring/elasticsearch/templates.json": True,
     "config/dataset.yaml": True,
     "data/example.json": True,
     "docker/entrypoint.sh": True,
-    ".xgbops/serving/churn-xgboost/current.json": True,
-    ".xgbops/serving/churn-xgboost/v1/model.ubj": True,
+    ".xgbops/serving/churn-xgboost/current.json": False,
+    ".xgbops/serving/churn-xgboost/v1/model.ubj": False,
     ".xgbops/mlflow.db": False,
     ".xgbops/mlartifacts/1/model.ubj": False,
     ".git/HEAD": False,
@@ -86,9 +92,25 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in joined]
 
 
-def _final_stage(steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    last_from = max(i for i, (name, _) in enumerate(steps) if name == "FROM")
-    return steps[last_from:]
+def stages(steps: list[tuple[str, str]]) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Each named stage: (what it is built FROM, its own instructions)."""
+    found: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
+    for name, text in steps:
+        if name == "FROM":
+            words = text.split()
+            current = []
+            stage = words[2] if len(words) > 2 and words[1].upper() == "AS" else f"#{len(found)}"
+            found[stage] = (words[0], current)
+        elif found:
+            current.append((name, text))
+    return found
+
+
+def chain(found: dict[str, tuple[str, list[tuple[str, str]]]], stage: str) -> list[tuple[str, str]]:
+    """A stage's instructions with those of the stages it is built from, oldest first."""
+    base, own = found[stage]
+    return (chain(found, base) if base in found else [("FROM", base)]) + own
 
 
 def _args(steps: list[tuple[str, str]]) -> dict[str, str]:
@@ -108,57 +130,81 @@ def _env(steps: list[tuple[str, str]]) -> dict[str, str]:
     return values
 
 
+def _last(steps: list[tuple[str, str]], instruction: str) -> str:
+    found = [text for name, text in steps if name == instruction]
+    return found[-1] if found else ""
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[\[\]\",]", " ", text).split()
+
+
 def dockerfile_problems(path: Path, dockerignore: Path = DOCKERIGNORE) -> list[str]:
-    """What the API Dockerfile promises (see its header) and does not keep."""
+    """What the Dockerfile promises (see its header) and does not keep."""
     steps = instructions(path)
-    final = _final_stage(steps)
+    found = stages(steps)
     problems = []
-    bases = [text.split()[0] for name, text in steps if name == "FROM"]
-    if len(bases) < 2:
-        problems.append("not multi-stage (the final image must not carry the build)")
-    resolved = bases[-1]
+    if list(found)[-1:] != ["serve"] or "platform" not in found:
+        return ["stages `platform` and `serve` (the last: a plain build gives it) are required"]
+    serve, platform = chain(found, "serve"), chain(found, "platform")
+    resolved = serve[0][1]
     for key, value in _args(steps).items():
         resolved = resolved.replace("${" + key + "}", value)
     if not re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", resolved):
-        problems.append(f"final base {resolved!r} is not a pinned python:3.11.x-slim-bookworm")
-    users = [text for name, text in final if name == "USER"]
-    if not users or not re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]):
-        problems.append("the final stage must end as a numeric non-root USER")
-    checks = [text for name, text in final if name == "HEALTHCHECK"]
-    if not checks or "/health" not in checks[-1]:
-        problems.append("no HEALTHCHECK on /health")
+        problems.append(f"serve's base {resolved!r} is not a pinned python:3.11.x-slim-bookworm")
+    for stage, own in (("serve", serve), ("platform", platform)):
+        if not re.fullmatch(r"[1-9]\d*(:\d+)?", _last(own, "USER")):
+            problems.append(f"{stage} must end as a numeric non-root USER")
+        if "docker/entrypoint.sh" not in _last(own, "COPY --chmod=0755") + " ".join(
+            text for name, text in own if name == "COPY"
+        ) or "xgbops-entrypoint" not in _last(own, "ENTRYPOINT"):
+            problems.append(f"{stage}'s ENTRYPOINT must be docker/entrypoint.sh")
+    if "api.healthcheck" not in _last(serve, "HEALTHCHECK"):
+        problems.append("serve's HEALTHCHECK must be python -m api.healthcheck (its own port)")
+    if _last(platform, "HEALTHCHECK").strip() != "NONE":
+        problems.append("platform's HEALTHCHECK must be NONE (compose gives each service its own)")
     exposed = {
-        int(p.split("/")[0]) for name, text in final if name == "EXPOSE" for p in text.split()
+        int(p.split("/")[0]) for name, text in serve if name == "EXPOSE" for p in text.split()
     }
     expected = {ServeSettings().port, ServeSettings().fastapi_port}
     if exposed != expected:
         problems.append(f"EXPOSE {sorted(exposed)}, the settings' ports are {sorted(expected)}")
-    env = _env(final)
-    for key, value in {"XGBOPS_SERVE__HOST": "0.0.0.0", "OMP_NUM_THREADS": "1"}.items():
+    env = _env(serve)
+    for key, value in {
+        "XGBOPS_SERVE__HOST": "0.0.0.0",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }.items():
         if env.get(key) != value:
             problems.append(f"ENV {key} must be {value}")
-    if env.get("PYTHONDONTWRITEBYTECODE") != "1":
-        problems.append("ENV PYTHONDONTWRITEBYTECODE must be 1")
-    runs = " ".join(text for name, text in steps if name == "RUN")
-    if "requirements/runtime.txt" not in runs or "requirements/dev.txt" in runs:
-        problems.append("must install requirements/runtime.txt and no development dependency")
-    problems.extend(_entry_problems(final))
+    if _env(platform).get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") != "false":
+        problems.append("platform must turn MLflow's job executor off")
+    if _words(_last(serve, "CMD")) != ["gunicorn", "--config", "python:api.gunicorn_conf"]:
+        problems.append("serve's CMD must be gunicorn --config python:api.gunicorn_conf")
+    problems.extend(_install_problems(found))
     problems.extend(_copy_problems(steps, dockerignore))
     return problems
 
 
-def _entry_problems(final: list[tuple[str, str]]) -> list[str]:
+def _install_problems(found: dict[str, tuple[str, list[tuple[str, str]]]]) -> list[str]:
+    """serve gets the serving lock only, platform the platform lock, neither the dev one."""
     problems = []
-    entry = [text for name, text in final if name == "ENTRYPOINT"]
-    if not entry or "docker/entrypoint.sh" not in entry[-1]:
-        problems.append("ENTRYPOINT must be docker/entrypoint.sh")
-    command = [text for name, text in final if name == "CMD"]
-    if not command or re.sub(r"[\[\]\",]", " ", command[-1]).split() != [
-        "gunicorn",
-        "--config",
-        "api/gunicorn.conf.py",
-    ]:
-        problems.append("CMD must be gunicorn --config api/gunicorn.conf.py")
+    for stage, lock in (
+        ("serve", "requirements/serve.txt"),
+        ("platform", "requirements/platform.txt"),
+    ):
+        venv = [
+            text.split()[0].split("=", 1)[1]
+            for name, text in found[stage][1]
+            if name == "COPY" and text.startswith("--from=") and "/opt/venv" in text
+        ]
+        installs = " ".join(
+            text for name, text in (chain(found, venv[0]) if venv else []) if name == "RUN"
+        )
+        if f"-r {lock}" not in installs or "requirements/dev.txt" in installs:
+            problems.append(f"{stage}'s venv must install {lock} and no development dependency")
+        if stage == "serve" and "requirements/platform.txt" in installs:
+            problems.append("serve's venv must not install the platform lock")
     return problems
 
 
@@ -224,7 +270,9 @@ def test_hadolint_passes_on_every_dockerfile():
 
 def test_hadolint_catches_a_broken_dockerfile(tmp_path):
     hadolint = require_tool("hadolint")
-    broken = _broken(tmp_path, DOCKERFILE, "WORKDIR /app\nCOPY --from", "RUN cd /app\nCOPY --from")
+    broken = _broken(
+        tmp_path, DOCKERFILE, "WORKDIR /app\nCOPY config/", "RUN cd /app\nCOPY config/"
+    )
     result = run_tool(hadolint, "-t", "warning", "--no-color", str(broken))
     assert result.returncode != 0 and "DL3003" in result.stdout
 
@@ -236,18 +284,21 @@ def test_the_dockerfile_keeps_its_promises():
 @pytest.mark.parametrize(
     ("old", "new", "problem"),
     [
-        ("USER 10001:10001", "USER xgbops", "numeric non-root USER"),
-        ("USER 10001:10001", "USER 0", "numeric non-root USER"),
+        ("USER 10001:10001\nEXPOSE", "USER xgbops\nEXPOSE", "serve must end as a numeric"),
+        ("USER 10001:10001\nHEALTHCHECK NONE", "USER 0\nHEALTHCHECK NONE", "platform must end"),
         ("python:3.11.17-slim-bookworm", "python:3.11-slim", "not a pinned python:3.11.x"),
         ("EXPOSE 8000 8001", "EXPOSE 8000", "EXPOSE [8000]"),
         ("XGBOPS_SERVE__HOST=0.0.0.0", "XGBOPS_SERVE__HOST=127.0.0.1", "XGBOPS_SERVE__HOST"),
         ("OMP_NUM_THREADS=1", "OMP_NUM_THREADS=4", "OMP_NUM_THREADS"),
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONDONTWRITEBYTECODE=0", "PYTHONDONTWRITEBYTECODE"),
-        ("install -r requirements/runtime.txt", "install -r requirements/dev.txt", "development"),
-        ("/health", "/metrics", "no HEALTHCHECK on /health"),
-        ('"api/gunicorn.conf.py"]', '"gunicorn.conf.py"]', "CMD must be gunicorn"),
+        ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", "MLFLOW_X=1", "job executor off"),
+        ("-r requirements/serve.txt", "-r requirements/dev.txt", "serve's venv must install"),
+        ("--from=serve-venv", "--from=platform-venv", "must not install the platform lock"),
+        ('"-m", "api.healthcheck"]', '"-c", "0"]', "HEALTHCHECK must be python -m api.healthcheck"),
+        ('"python:api.gunicorn_conf"]', '"api/gunicorn.conf.py"]', "CMD must be gunicorn"),
         ("COPY config/ config/", "COPY tests/ tests/", "COPY tests/: excluded"),
         ("COPY data/ data/", "COPY datasets/ data/", "COPY datasets/: not in the repository"),
+        ("FROM runtime AS serve", "FROM runtime AS served", "stages `platform` and `serve`"),
     ],
 )
 def test_a_broken_dockerfile_is_caught(tmp_path, old, new, problem):
@@ -255,25 +306,29 @@ def test_a_broken_dockerfile_is_caught(tmp_path, old, new, problem):
     assert any(problem in found for found in problems), problems
 
 
-def test_a_single_stage_dockerfile_is_caught(tmp_path):
-    builder_only = DOCKERFILE.read_text(encoding="utf-8").split("\nFROM ${PYTHON_IMAGE}\n")[0]
+def test_serve_must_stay_the_last_stage(tmp_path):
+    """Render, Railway and Spaces build the Dockerfile without a target: the last stage."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    serve = text.index("# ---------------------------------------------------------------- serve")
+    platform = text.index(
+        "# ---------------------------------------------------------------- platform"
+    )
+    moved = text[:platform] + text[serve:] + "\n" + text[platform:serve]
     broken = tmp_path / "Dockerfile"
-    broken.write_text(builder_only + "\nUSER root\n", encoding="utf-8")
-    problems = dockerfile_problems(broken)
-    assert "not multi-stage (the final image must not carry the build)" in problems
-    assert "the final stage must end as a numeric non-root USER" in problems
+    broken.write_text(moved, encoding="utf-8")
+    assert dockerfile_problems(broken)[0].startswith("stages `platform` and `serve`")
 
 
-def test_the_build_context_keeps_the_champion_and_nothing_local():
+def test_the_build_context_keeps_no_model_and_nothing_local():
     assert dockerignore_problems(DOCKERIGNORE) == []
 
 
 @pytest.mark.parametrize(
     ("old", "new", "problem"),
     [
-        ("!.xgbops/serving\n", "", ".xgbops/serving/churn-xgboost/current.json must be"),
+        ("\n.xgbops\n", "\n.xgbops/*\n!.xgbops/serving\n", "current.json must not be"),
         ("\n.venv\n", "\n", ".venv/bin/python must not be"),
-        (".xgbops/*\n", "", ".xgbops/mlflow.db must not be"),
+        ("\n.xgbops\n", "\n", ".xgbops/mlflow.db must not be"),
     ],
 )
 def test_a_broken_dockerignore_is_caught(tmp_path, old, new, problem):
@@ -290,8 +345,8 @@ def _run_entrypoint(
     environment = {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(cwd),
+        "XGBOPS_PROJECT_DIR": str(cwd),
         "XGBOPS_LOG_FORMAT": "json",
-        "XGBOPS_REFRESH_TIMEOUT": "120",
         **env,
     }
     return subprocess.run(  # nosec B603 - the repository's script, fixed arguments
@@ -305,39 +360,53 @@ def _run_entrypoint(
     )
 
 
+def _events(stderr: str) -> list[str]:
+    return [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+
+
 @pytest.fixture
 def entrypoint_project(tmp_path: Path) -> Path:
-    """An empty project, as the image's /app with no champion baked in."""
+    """An empty project, as the image's /app with no champion in its state directory."""
     return make_project(tmp_path / "app")
 
 
-def test_entrypoint_refreshes_the_champion_from_the_registry(champion_project, entrypoint_project):
-    registry = f"sqlite:///{champion_project / '.xgbops' / 'mlflow.db'}"
-    ran = _run_entrypoint(
-        ENTRYPOINT, entrypoint_project, {"MLFLOW_TRACKING_URI": registry}, "gunicorn", "--version"
-    )
-    assert ran.returncode == 0, ran.stderr
-    assert "champion refreshed from the MLflow registry" in ran.stderr
-    assert list(entrypoint_project.glob(".xgbops/serving/*/current.json"))
-    assert "gunicorn" in ran.stdout  # the command itself ran, after the refresh
+@pytest.fixture
+def baked_model(champion_settings, tmp_path: Path) -> Path:
+    """A folder as docker/bake.Dockerfile copies into the image (the exported champion)."""
+    Tracker(champion_settings).export_champion(champion_settings.model_name, tmp_path / "baked")
+    return tmp_path / "baked"
 
 
-def test_entrypoint_serves_the_baked_champion_when_the_registry_is_down(entrypoint_project):
-    # The FastAPI twin is a serving command too; an invalid port makes it stop right after the
-    # entrypoint's work instead of serving.
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("gunicorn", "--version"),
+        # The FastAPI twin is a serving command too; an address that is not this machine's
+        # makes it stop right after the entrypoint's work instead of serving.
+        ("python", "-m", "api.fastapi_app"),
+    ],
+)
+def test_entrypoint_syncs_the_champion_before_a_serving_command(
+    entrypoint_project, baked_model, command
+):
     env = {
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
-        "XGBOPS_SERVE__FASTAPI_PORT": "0",
+        "XGBOPS_BAKED_MODEL": str(baked_model),
+        "XGBOPS_SERVE__HOST": "192.0.2.1",  # TEST-NET-1: never an address of this machine
     }
-    ran = _run_entrypoint(ENTRYPOINT, entrypoint_project, env, "python", "-m", "api.fastapi_app")
-    assert "does not answer: serving the baked champion" in ran.stderr
-    assert "no champion to serve yet" in ran.stderr
-    assert "fastapi_port" in ran.stderr  # then the command itself ran (and refused port 0)
+    ran = _run_entrypoint(ENTRYPOINT, entrypoint_project, env, *command)
+    assert _events(ran.stderr)[:2] == ["champion.registry_unreachable", "champion.serving"]
+    pointer = next(entrypoint_project.glob(".xgbops/serving/*/current.json"))
+    assert json.loads(pointer.read_text(encoding="utf-8"))["source"] == "baked"
+    if command[0] == "gunicorn":
+        assert ran.returncode == 0 and "gunicorn" in ran.stdout  # then the command ran
+    else:
+        assert ran.returncode != 0 and "uvicorn" in ran.stderr  # the server ran, could not bind
 
 
-def test_entrypoint_without_a_registry_and_with_another_command(entrypoint_project):
+def test_entrypoint_without_a_model_and_with_another_command(entrypoint_project):
     serving = _run_entrypoint(ENTRYPOINT, entrypoint_project, {}, "gunicorn", "--version")
-    assert "MLFLOW_TRACKING_URI is not set" in serving.stderr and serving.returncode == 0
+    assert _events(serving.stderr) == ["champion.none"] and serving.returncode == 0
     other = _run_entrypoint(
         ENTRYPOINT,
         entrypoint_project,
@@ -346,13 +415,13 @@ def test_entrypoint_without_a_registry_and_with_another_command(entrypoint_proje
         "-c",
         "print('ran')",
     )
-    assert other.stdout.strip() == "ran" and other.stderr == ""  # no refresh before other commands
+    assert other.stdout.strip() == "ran" and other.stderr == ""  # no sync before other commands
 
 
 def test_a_broken_entrypoint_is_caught(tmp_path, entrypoint_project):
-    broken = _broken(tmp_path, ENTRYPOINT, "    gunicorn) refresh_champion ;;\n", "")
+    broken = _broken(tmp_path, ENTRYPOINT, "        gunicorn) return 0 ;;\n", "")
     ran = _run_entrypoint(broken, entrypoint_project, {}, "gunicorn", "--version")
-    assert "MLFLOW_TRACKING_URI is not set" not in ran.stderr  # what the test above relies on
+    assert _events(ran.stderr) == []  # what the tests above rely on
 
 
 def _free_port() -> int:

@@ -29,7 +29,7 @@ NOT_SETTINGS = {
     "XGBOPS_GIT_URL": "Jenkins' job seed (the repository the jobs check out)",
     "XGBOPS_GIT_BRANCH": "Jenkins' job seed",
     "XGBOPS_IMAGE": "the Makefile's IMAGE and Jenkins' publish pipeline",
-    "XGBOPS_REFRESH_TIMEOUT": "docker/entrypoint.sh (bounds the champion export at start)",
+    "XGBOPS_BAKED_MODEL": "docker/bake.Dockerfile sets it, docker/entrypoint.sh reads it",
 }
 #: Options of the `xgbops` command read from the environment that .env.example need not
 #: document, and why.

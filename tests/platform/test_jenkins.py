@@ -10,8 +10,11 @@ copy of the files, to show that it fails when it should.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess  # nosec B404 - runs a pytest session in a build's environment
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,8 +219,8 @@ BREAKS = {
     ),
     "credentials-removed": Break(
         "credentials-defined",
-        _replacing(f"{CASC}/credentials.yaml", 'id: "smtp"', 'id: "mail"'),
-        "credentials 'smtp' are not defined",
+        _replacing(f"{CASC}/credentials.yaml", 'id: "sonarqube-token"', 'id: "sonar"'),
+        "credentials 'sonarqube-token' are not defined",
     ),
     "plugin-removed": Break(
         "steps-have-plugins",
@@ -289,6 +292,106 @@ BREAKS = {
         _replacing("pipelines/training.Jenkinsfile", "timestamps()", ""),
         "pipelines/training.Jenkinsfile: options without timestamps",
     ),
+    # issue 11, found by running the pipelines in a real Jenkins
+    "coverage-skips-failed-build": Break(
+        "reports-published-on-failure",
+        _replacing(QUALITY, ", enabledForFailure: true)", ")"),
+        "recordCoverage without enabledForFailure: true",
+    ),
+    "junit-only-on-success": Break(
+        "reports-published-on-failure",
+        _replacing(QUALITY, "always {\n            junit(", "success {\n            junit("),
+        "junit outside post { always { } }",
+    ),
+    "debian-node-20": Break(
+        "node-runs-sonar-scanner",
+        _replacing(model.DOCKERFILE, "ARG NODE_VERSION=22.22.0", "ARG NODE_VERSION=20.19.2"),
+        "Node.js 20.19.2 does not satisfy engines.node '>=22.12.0' of @sonar/scan 5.0.1",
+    ),
+    "debian-nodejs-installed": Break(
+        "node-runs-sonar-scanner",
+        _replacing(model.DOCKERFILE, " git make ", " git make nodejs npm "),
+        "installs Debian's nodejs/npm",
+    ),
+    "node-archive-unchecked": Break(
+        "node-runs-sonar-scanner",
+        _replacing(model.DOCKERFILE, "sha256sum -c /tmp/node.tar.xz.sha256", "true"),
+        "the Node.js archive is not checked",
+    ),
+    "scanner-engines-unknown": Break(
+        "node-runs-sonar-scanner",
+        _replacing("Makefile", "@sonar/scan@5.0.1", "@sonar/scan@6.0.0"),
+        "@sonar/scan 6.0.0: engines.node unknown",
+    ),
+    "chromium-not-in-image": Break(
+        "system-deps-in-image",
+        _replacing(model.DOCKERFILE, "ca-certificates chromium git", "ca-certificates git"),
+        "does not install 'chromium', which `make system-deps` installs",
+    ),
+    "orchestrator-publishes-unasked": Break(
+        "publish-only-when-asked",
+        _replacing(
+            model.ORCHESTRATOR, "expression { params.PUBLISH == true }", "expression { true }"
+        ),
+        "stage 'Publish' builds publish without when { expression { params.PUBLISH } }",
+    ),
+    "publish-runs-unasked": Break(
+        "publish-only-when-asked",
+        _replacing(
+            "pipelines/publish.Jenkinsfile", "error('Not publishing", "echo('Not publishing"
+        ),
+        "the first stage must fail (error) unless params.PUBLISH is ticked",
+    ),
+    "publish-on-by-default": Break(
+        "publish-only-when-asked",
+        _replacing(
+            "pipelines/publish.Jenkinsfile",
+            "name: 'PUBLISH', defaultValue: false",
+            "name: 'PUBLISH'",
+        ),
+        "pipelines/publish.Jenkinsfile: no booleanParam(name: 'PUBLISH', defaultValue: false)",
+    ),
+    "publish-parameter-not-seeded": Break(
+        "publish-only-when-asked",
+        _replacing(model.SEED_FILE, "Docker Hub.',\n     askPublish: 'true'],", "Docker Hub.'],"),
+        "job 'publish' lacks askPublish: 'true'",
+    ),
+    "first-poll-runs-the-chain": Break(
+        "first-poll-runs-nothing",
+        _replacing(model.ORCHESTRATOR, "expression { pollingBaseline() }", "expression { true }"),
+        "Jenkinsfile: stage 'Chain' runs in the first poll's build",
+    ),
+    "first-poll-checks-the-data": Break(
+        "first-poll-runs-nothing",
+        _replacing("pipelines/data.Jenkinsfile", "not {", "anyOf {"),
+        "pipelines/data.Jenkinsfile: stage 'Dataset' runs in the first poll's build",
+    ),
+    "first-poll-mailed": Break(
+        "first-poll-runs-nothing",
+        _replacing(f"{model.LIBRARY_VARS}/notifyResult.groovy", "if (pollingBaseline())", "if (0)"),
+        "notifyResult.groovy: mails the first poll's build",
+    ),
+    "failed-stage-unrecorded": Break(
+        "failed-stage-recorded",
+        _replacing(QUALITY, "recordFailedStage()", "echo 'failed'"),
+        "stage 'Install' lacks post { failure { recordFailedStage() } }",
+    ),
+    "mail-through-make": Break(
+        "mail-needs-no-python",
+        _replacing(
+            f"{model.LIBRARY_VARS}/notifyResult.groovy",
+            "    emailext(",
+            "    sh 'make notify'\n    emailext(",
+        ),
+        "runs sh",
+    ),
+    "mail-without-log-tail": Break(
+        "mail-needs-no-python",
+        _replacing(
+            f"{model.LIBRARY_VARS}/notifyResult.groovy", "BUILD_LOG, maxLines", "CHANGES, x"
+        ),
+        "the mail lacks the log's tail",
+    ),
 }
 
 
@@ -309,3 +412,105 @@ def test_consistency_check_fails_on_a_broken_copy(case: str, tmp_path: Path) -> 
 
     problems = check(root)
     assert any(broken.expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("version", "spec", "expected"),
+    [
+        ("22.22.0", ">=22.12.0", True),
+        ("22.12.0", ">=22.12.0", True),
+        ("22.11.9", ">=22.12.0", False),
+        ("20.19.2", ">=22.12.0", False),
+        ("18.20.0", ">=18 <20 || >=22", True),
+        ("20.19.2", ">=18 <20 || >=22", False),
+    ],
+)
+def test_node_version_check_reads_npm_comparator_ranges(
+    version: str, spec: str, expected: bool
+) -> None:
+    """The engines check reads npm's comparator ranges as npm does."""
+    assert model.satisfies(version, spec) is expected
+
+
+def test_node_version_check_refuses_a_range_it_cannot_read() -> None:
+    """A caret range is not misread as an exact version: the check says it cannot read it."""
+    with pytest.raises(ValueError, match="not understood"):
+        model.satisfies("22.22.0", "^22.12.0")
+
+
+# --- the quality pipeline's test run inside a Jenkins build ----------------------------------
+
+#: A session fixture that writes the environment it sees to $PROBE_OUTPUT (not a setting).
+_PROBE = """
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def session_environment():
+    return dict(os.environ)
+
+
+def test_probe(session_environment):
+    with open(os.environ["PROBE_OUTPUT"], "w", encoding="utf-8") as handle:
+        json.dump(session_environment, handle)
+"""
+
+
+def build_environment(root: Path) -> dict[str, str]:
+    """The variables configuration as code puts into every build (globalNodeProperties)."""
+    properties = model.casc_section(root, "jenkins", "globalNodeProperties") or []
+    return {
+        str(entry["key"]): str(entry["value"])
+        for node_property in properties
+        for entry in (node_property.get("envVars") or {}).get("env") or []
+    }
+
+
+def test_a_test_run_in_a_jenkins_build_sees_none_of_its_settings(tmp_path: Path) -> None:
+    """tests/conftest.py drops the build's settings before any session fixture reads them.
+
+    A pytest session in a subprocess, with tests/conftest.py as its plugin, starts in the
+    environment a Jenkins build gets (MLflow pointing at a closed port, plus XGBOPS_* settings);
+    its session fixture must see none of them, and the suite's own knobs must survive.
+    """
+    jenkins = build_environment(REPO)
+    assert "MLFLOW_TRACKING_URI" in jenkins, "casc no longer sets it: pick another setting"
+    settings = {
+        **jenkins,
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/",
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/platform",
+        "XGBOPS_SERVE__PORT": "9",
+        "XGBOPS_NOTIFY__SMTP_HOST": "127.0.0.1",
+    }
+    knobs = {"XGBOPS_FUZZ_EXAMPLES": "3"}
+    (tmp_path / "test_probe.py").write_text(_PROBE, encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # not the project's
+    output = tmp_path / "environment.json"
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    environment = {
+        **os.environ,
+        **settings,
+        **knobs,
+        "PROBE_OUTPUT": str(output),
+        "PYTHONPATH": python_path,
+    }
+
+    result = subprocess.run(  # nosec B603 - fixed argument list, no shell
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = json.loads(output.read_text(encoding="utf-8"))
+    # SONAR_HOST_URL, say, is the scanner's, not xgbops': it may stay.
+    readable = [n for n in settings if n.startswith(("XGBOPS_", "MLFLOW_")) or n == "DATABASE_URL"]
+    assert [name for name in readable if name in seen] == []
+    assert {name: seen.get(name) for name in knobs} == knobs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from tests.platform.conftest import REPO, require_tool, run_tool
 from tests.platform.platform_files import env_file, is_setting, read_yaml, write_yaml
 
 K8S = REPO / "k8s"
+#: The serving image's name (`make docker-build` tags it; XGBOPS_IMAGE overrides it there).
+SERVE_IMAGE = "xgbops/xgbops-serve"
 BASE = K8S / "base"
 MINIKUBE = K8S / "overlays" / "minikube"
 _SUPPORTED = {"apiVersion", "kind", "resources", "labels", "replicas", "secretGenerator", "patches"}
@@ -244,7 +247,23 @@ def test_the_image_tag_is_the_package_version():
     image = read_yaml(BASE / "deployment.yaml")["spec"]["template"]["spec"]["containers"][0][
         "image"
     ]
-    assert image == f"xgbops/xgbops-api:{version.group(1)}"  # what `make docker-build` tags
+    # The serving image (the Dockerfile's `serve` stage), as `make docker-build` tags it.
+    assert image == f"{SERVE_IMAGE}:{version.group(1)}"
+
+
+def test_make_docker_build_tags_the_serving_image():
+    """The Makefile's IMAGE stem plus its serving suffix is the image the manifests run."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    stem = re.search(r"^IMAGE \?= \$\(or \$\(XGBOPS_IMAGE\),(\S+)\)$", makefile, re.M)
+    suffix = re.search(r"^SERVE_IMAGE := \$\(IMAGE\)(\S+)$", makefile, re.M)
+    assert stem and suffix and stem[1] + suffix[1] == SERVE_IMAGE
+
+
+def test_the_probes_are_endpoints_of_the_api():
+    container = read_yaml(BASE / "deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    paths = json.loads((REPO / "api" / "openapi.json").read_text(encoding="utf-8"))["paths"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "get" in paths[container[probe]["httpGet"]["path"]], probe
 
 
 def test_the_secret_file_stays_out_of_git_and_holds_settings():
@@ -269,7 +288,7 @@ def test_a_missing_resource_or_unknown_feature_is_caught(tmp_path):
     folder.mkdir()
     kustomization = read_yaml(BASE / "kustomization.yaml")
     kustomization["resources"].append("ingress.yaml")
-    kustomization["images"] = [{"name": "xgbops/xgbops-api", "newTag": "1"}]
+    kustomization["images"] = [{"name": SERVE_IMAGE, "newTag": "1"}]
     write_yaml(folder / "kustomization.yaml", kustomization)
     problems = kustomization_problems(folder)
     assert "base/kustomization.yaml lists ingress.yaml, which does not exist" in problems

@@ -1,24 +1,34 @@
 /*
- * notifyResult: announces the result of the running build, from a post { always { } } block.
+ * notifyResult: mails the result of the running build, from a post { always { } } block.
  *
- * The notification of record is `make notify` (xgbops.notify: an email with the key figures of
- * the summary files, plus a desktop bubble where one exists). When that command fails, because
- * the workspace is broken or the SMTP server refused the mail, email-ext sends a short mail
- * with the build log attached, so a result is never lost silently.
+ * Jenkins' own email-ext sends the mail (server, login and recipients: jenkins/casc), so no job
+ * builds a Python environment just to announce its result; that took every job about three
+ * minutes, even the orchestrator, which runs nothing itself. A build that did not succeed names
+ * the stage that failed (recordFailedStage, called from each stage's post { failure { } }) and
+ * carries the end of its log, where the error is; the summary reports a pipeline names are
+ * included as they are. `make notify` stays the notification of runs outside Jenkins.
  *
  * Loaded by the pipelines with `@Library('xgbops') _` (jenkins/casc/unclassified.yaml).
  */
 
 /**
- * Sends the notification of the current build.
+ * Sends the mail of the current build; the polling baseline build (pollingBaseline) gets none.
  *
- * @param summaries JSON reports whose key figures go into the mail (missing ones are skipped)
+ * @param summaries JSON reports whose content goes into the mail (missing ones are skipped)
  */
 void call(List<String> summaries = []) {
+    if (pollingBaseline()) {
+        currentBuild.description = 'Polling baseline: nothing ran; later polls compare with this revision.'
+        echo 'First poll of a job that never built: no stage ran, so no mail is sent.'
+        return
+    }
     String status = currentBuild.currentResult
     long seconds = (System.currentTimeMillis() - currentBuild.startTimeInMillis).intdiv(1000)
-    List<String> arguments = [
-        '--job', env.JOB_NAME, '--status', status, '--duration', "${seconds}", '--url', env.BUILD_URL,
+    String where = env.FAILED_STAGE ? " at stage ${env.FAILED_STAGE}" : ''
+    int logLines = 80
+    List<String> body = [
+        "${env.JOB_NAME} #${env.BUILD_NUMBER} finished: ${status}${where} after ${seconds}s.",
+        "Build: ${env.BUILD_URL}",
     ]
     List<String> present = []
     // Plain loops: steps (fileExists) inside closures given to collection methods are not
@@ -26,45 +36,22 @@ void call(List<String> summaries = []) {
     for (String path in summaries) {
         if (fileExists(path)) {
             present.add(path)
-            arguments.addAll(['--summary', path])
+            // email-ext's FILE token: the file's content, read from the workspace when sending.
+            body.addAll(['', "${path}:", "\${FILE, path=\"${path}\"}"])
         }
     }
-    try {
-        withCredentials([usernamePassword(credentialsId: 'smtp',
-                usernameVariable: 'XGBOPS_NOTIFY__SMTP_USER',
-                passwordVariable: 'XGBOPS_NOTIFY__SMTP_PASSWORD')]) {  // pragma: allowlist secret
-            // make reads NOTIFY_ARGS from the environment: no value passes through Groovy strings
-            // into the shell command line.
-            withEnv(["NOTIFY_ARGS=${shellWords(arguments)}"]) {
-                sh 'make notify'
-            }
-        }
-    // Any failure of the command (exit status, missing credentials, abort) falls back to email-ext.
-    // groovylint-disable-next-line CatchException
-    } catch (Exception failure) {
-        echo "make notify failed (${failure.message}); sending the result with email-ext instead"
-        emailext(
-            to: '$DEFAULT_RECIPIENTS',
-            subject: "[xgbops] ${env.JOB_NAME} #${env.BUILD_NUMBER}: ${status} in ${seconds}s",
-            body: """${env.JOB_NAME} #${env.BUILD_NUMBER} finished: ${status} after ${seconds}s.
-Build: ${env.BUILD_URL}
-
-`make notify` could not send the full report (${failure.message}); the build log is attached.
-""",
-            attachmentsPattern: present.join(','),
-            attachLog: true,
-            compressLog: true,
-        )
+    if (status != 'SUCCESS') {
+        // email-ext's BUILD_LOG token: the last lines of this build's log.
+        body.addAll(['', "Last ${logLines} lines of the log:", "\${BUILD_LOG, maxLines=${logLines}}"])
     }
-}
-
-/**
- * Quotes words for the POSIX shell that runs make's recipe.
- *
- * @param words the arguments
- * @return one string, each word single-quoted
- */
-@NonCPS
-String shellWords(List<String> words) {
-    return words.collect { String word -> "'" + word.replace("'", "'\\''") + "'" }.join(' ')
+    emailext(
+        to: '$DEFAULT_RECIPIENTS',
+        subject: "[xgbops] ${env.JOB_NAME} #${env.BUILD_NUMBER}: ${status}${where} (${seconds}s)",
+        body: body.join('\n'),
+        mimeType: 'text/plain',
+        attachmentsPattern: present.join(','),
+        // The whole log too, compressed, when something went wrong.
+        attachLog: status != 'SUCCESS',
+        compressLog: true,
+    )
 }

@@ -31,7 +31,8 @@ from xgbops.monitoring.events import (
 )
 from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sinks import ShipResult, Sink, open_sink
-from xgbops.tracking import CHAMPION_ALIAS, RunInfo, Tracker, VersionInfo
+from xgbops.champion import CHAMPION_ALIAS
+from xgbops.tracking import RunInfo, Tracker, VersionInfo
 
 #: How far before the watermark each incremental shipping starts again.
 WATERMARK_OVERLAP = timedelta(hours=1)

@@ -2,6 +2,7 @@
 
 Threaded workers keep connections alive (sync workers close them after each response), each
 worker builds its own app after the fork, and Prometheus samples are shared through files.
+Gunicorn's own log lines go through xgbops' logging (``_Logger``), as the app's do.
 """
 
 # pylint: disable=invalid-name  # gunicorn reads these lowercase module globals
@@ -9,11 +10,10 @@ import os
 import shutil
 from typing import Any
 
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
 from xgbops.config import load_settings
-
-from api import serve_lean  # noqa: E402  # pylint: disable=wrong-import-position
-
-serve_lean()  # workers skip scikit-learn and pandas (see api/__init__.py)
+from xgbops.logs import configure_logging
 
 _settings = load_settings()
 # One directory per listening port: a second server of the same project must not wipe ours.
@@ -32,11 +32,26 @@ threads = _settings.serve.threads
 keepalive = 75
 timeout = 120
 graceful_timeout = 30
-accesslog = None
+accesslog = None  # the app writes one line per request itself (settings: serve.access_log)
 errorlog = "-"
-loglevel = "warning"
+loglevel = _settings.log_level.lower()
 # One XGBoost/OpenMP thread per worker: more threads than cores collapses throughput.
 raw_env = ["OMP_NUM_THREADS=1"]
+
+
+class _Logger(Logger):  # type: ignore[misc]
+    """Gunicorn's logger with its records formatted by xgbops' logging (JSON lines in a container).
+
+    Not ``logconfig_dict``: with it set, gunicorn builds its access-log fields for every request
+    even though nothing prints them.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(_settings)  # replaces the handlers gunicorn just set
+
+
+logger_class = _Logger
 
 
 def on_starting(server: Any) -> None:
