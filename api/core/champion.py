@@ -54,6 +54,7 @@ class ChampionStore:
     """Holds the current champion of one model name for one worker process."""
 
     def __init__(self, serving_path: Path, reload_interval: float = 1.0) -> None:
+        # last_error is what clients may read (/ready, 503 bodies): no path, no exception text.
         self.serving_path = serving_path
         self.reload_interval = reload_interval
         self._current: LoadedModel | None = None
@@ -85,7 +86,7 @@ class ChampionStore:
             try:
                 stat = pointer_path.stat()
             except FileNotFoundError:
-                self.last_error = f"no champion exported at {pointer_path}; run `make train`"
+                self.last_error = "no champion has been exported yet"
                 return False
             signature = (stat.st_mtime_ns, stat.st_size)
             if signature == self._signature and self._current is not None:
@@ -110,8 +111,8 @@ class ChampionStore:
             pointer = json.loads(pointer_path.read_text(encoding="utf-8"))
             predictor = Predictor.from_directory(self.serving_path / pointer["model_dir"])
         except (OSError, ValueError, KeyError, ModelFormatError) as exc:
-            self.last_error = f"cannot load the champion from {pointer_path}: {exc}"
-            log.error("champion.load_failed", error=self.last_error)
+            self.last_error = "the champion's files cannot be loaded"
+            log.error("champion.load_failed", pointer=str(pointer_path), error=repr(exc))
             return None
         # One thread per worker: XGBoost's default threading collapses throughput under load.
         predictor.model.booster.set_param({"nthread": 1})

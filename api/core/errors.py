@@ -1,7 +1,10 @@
 """Domain errors and the one JSON error shape both apps return.
 
-Every 4xx body is ``{"error": <code>, "message": <sentence>, "detail": [{"field", "reason"}]}``,
-built by :func:`error_body` only, so Flask and FastAPI answer a bad request byte for byte alike.
+Every error body is ``{"error": <code>, "message": <sentence>, "detail": [{"field", "reason"}]}``,
+built by :func:`error_body` only, so Flask and FastAPI answer a bad request byte for byte alike;
+a 5xx adds the ``request_id`` under which the log holds the rest. A message is written for the
+client: it never carries a driver's text, SQL, a traceback, a file path, a class name or a
+setting's name (the tests check every error body they receive for those).
 """
 
 from __future__ import annotations
@@ -67,16 +70,28 @@ class UnsupportedMediaType(ApiError):
 class ModelNotReady(ApiError):
     """No champion is loaded yet (503)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, (), 503, "model_not_ready")
+    def __init__(self, reason: str = "no model is loaded yet") -> None:
+        super().__init__(f"{reason}; retry later", (), 503, "model_not_ready")
 
 
 class HistoryUnavailable(ApiError):
     """The prediction-history database cannot be read, or a label written (503); predictions
-    are still served."""
+    are still served. The cause goes to the log, not to the client."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, (), 503, "history_unavailable")
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} now; retry later", (), 503, "history_unavailable")
+
+
+class InternalError(ApiError):
+    """Anything unexpected (500): the client learns only that, and the request id to quote."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "an internal error occurred; retry later, and quote the request id if it persists",
+            (),
+            500,
+            "internal_error",
+        )
 
 
 class NotFound(ApiError):
@@ -124,13 +139,19 @@ class TooManyRequests(ApiError):
         super().__init__(message, (), 429, "too_many_requests", {"Retry-After": str(retry_after)})
 
 
-def error_body(error: ApiError) -> dict[str, Any]:
-    """The JSON body of an error response (the only place this shape is built)."""
-    return {
+def error_body(error: ApiError, request_id: str | None = None) -> dict[str, Any]:
+    """The JSON body of an error response (the only place this shape is built).
+
+    A server error (5xx) carries ``request_id``: the log has the details under it.
+    """
+    body: dict[str, Any] = {
         "error": error.code,
         "message": error.message,
         "detail": [{"field": e.field, "reason": e.reason} for e in error.detail],
     }
+    if error.status >= 500 and request_id:
+        body["request_id"] = request_id
+    return body
 
 
 def field_path(*parts: str | int) -> str:

@@ -14,13 +14,17 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.core.errors import FieldError, HistoryUnavailable, ValidationFailed, field_path
+from api.core.history import reason_of
 from api.core.schema import MISSING, NOT_AN_OBJECT, UNKNOWN
 from api.core.tables import prediction_feedback
+
+log = structlog.get_logger(__name__)
 
 #: The form of the ids ``/predict`` hands out (32 lower-case hexadecimal digits).
 PREDICTION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -87,5 +91,6 @@ class FeedbackStore:
             with self._engine.begin() as connection:
                 connection.execute(statement)
         except SQLAlchemyError as exc:
-            raise HistoryUnavailable(f"the label cannot be stored now: {exc}") from None
+            log.error("feedback.write_failed", error=reason_of(exc))
+            raise HistoryUnavailable("the label cannot be stored") from None
         return received_at

@@ -280,7 +280,7 @@ class HistoryWriter:
             with self._engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            return False, _reason(exc)
+            return False, reason_of(exc)
         return True, "ok"
 
     # -- the writer thread -------------------------------------------------------------------
@@ -382,7 +382,7 @@ class HistoryWriter:
             if _is_transient(exc):
                 self._go_offline(exc)
                 return rows
-            log.warning("history.batch_refused", records=len(rows), error=_reason(exc))
+            log.warning("history.batch_refused", records=len(rows), error=reason_of(exc))
         # One bad record must not wedge the queue: find it by inserting one at a time.
         for index, row in enumerate(rows):
             try:
@@ -391,7 +391,7 @@ class HistoryWriter:
                 if _is_transient(exc):
                     self._go_offline(exc)
                     return rows[index:]
-                self._spool.reject([(_readable(row), _reason(exc))])
+                self._spool.reject([(_readable(row), reason_of(exc))])
         return []
 
     def _insert_rows(self, rows: Sequence[_Row]) -> None:
@@ -404,7 +404,7 @@ class HistoryWriter:
 
     def _go_offline(self, exc: SQLAlchemyError) -> None:
         if self._online:
-            log.warning("history.database_unavailable", error=_reason(exc))
+            log.warning("history.database_unavailable", error=reason_of(exc))
         self._online = False
         self._next_retry = time.monotonic() + self._retry_interval
 
@@ -690,7 +690,7 @@ def _is_transient(exc: SQLAlchemyError) -> bool:
     )
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def reason_of(exc: SQLAlchemyError) -> str:
     """The driver's message on one line, without SQLAlchemy's SQL echo and help link."""
     cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
     return f"{type(cause).__name__}: {' '.join(str(cause).split())}"[:500]

@@ -22,6 +22,13 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The OpenAPI description of what ``GET /metrics`` answers, for both documents.
+OPENAPI_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format (" + CONTENT_TYPE + ")",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 REQUESTS = Counter(

@@ -7,6 +7,7 @@ documents, so the documented bounds are the enforced ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,13 @@ from api.core.errors import FieldError, ValidationFailed, field_path
 DEFAULT_LIMIT = 50
 MAX_PAGE = 500
 MAX_OFFSET = 2**31 - 1  # what every SQL backend takes as an integer
+#: Longest model version a filter may name (registries number versions; 64 leaves room).
+MAX_VERSION_LENGTH = 64
+#: C0 and C1 control characters and DEL: PostgreSQL refuses NUL in text, the date parser skips
+#: some, and no parameter of this API has a reason to hold any.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: The same rule as an OpenAPI (ECMA-262) pattern, for the documents.
+NO_CONTROL_CHARACTERS = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,9 @@ _TIMES = {"since": "inclusive", "until": "exclusive"}
 _DESCRIPTIONS = {
     "limit": f"page size, 1 to {MAX_PAGE} (default {DEFAULT_LIMIT})",
     "offset": "predictions to skip (default 0)",
-    "model_version": "only predictions of this model version",
+    "model_version": (
+        f"only predictions of this model version (at most {MAX_VERSION_LENGTH} characters)"
+    ),
 }
 
 
@@ -53,24 +63,28 @@ def parse_history_query(pairs: Iterable[tuple[str, str]]) -> HistoryQuery:
     """Check the query parameters; every offending one is named in one 422.
 
     Raises:
-        ValidationFailed: a parameter is unknown, repeated, not a whole number, out of range,
-            or not an ISO 8601 date-time.
+        ValidationFailed: a parameter is unknown, repeated, holds a control character, is not
+            a whole number, out of range, not an ISO 8601 date-time, or too long.
     """
     query, errors = _single_values(pairs)
     values: dict[str, Any] = {}
     for name in sorted(query):
         raw = query[name]
         try:
+            if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(raw):
+                raise ValueError("must not contain control characters")
             if name in _INTEGERS:
                 values[name] = _integer(raw, _INTEGERS[name])
             elif name in _TIMES:
                 values[name] = _time(raw)
             elif name == "model_version":
+                if len(raw) > MAX_VERSION_LENGTH:
+                    raise ValueError(f"must be at most {MAX_VERSION_LENGTH} characters")
                 values[name] = raw or None
             else:
                 errors.append(FieldError(field_path(name), "unknown parameter"))
         except ValueError as exc:
-            errors.append(FieldError(name, str(exc)))
+            errors.append(FieldError(field_path(name), str(exc)))
     if errors:
         raise ValidationFailed(errors)
     return HistoryQuery(**values)
@@ -140,8 +154,16 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         for name, spec in _INTEGERS.items()
     ),
     *(
-        _parameter(name, {"type": "string", "format": "date-time"}, f"ISO 8601, {bound}")
+        _parameter(
+            name,
+            {"type": "string", "format": "date-time", "pattern": NO_CONTROL_CHARACTERS},
+            f"ISO 8601, {bound}",
+        )
         for name, bound in _TIMES.items()
     ),
-    _parameter("model_version", {"type": "string"}, _DESCRIPTIONS["model_version"]),
+    _parameter(
+        "model_version",
+        {"type": "string", "maxLength": MAX_VERSION_LENGTH, "pattern": NO_CONTROL_CHARACTERS},
+        _DESCRIPTIONS["model_version"],
+    ),
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import socket
 
 # Runs the project's own `xgbops train` with fixed arguments, never a shell.
@@ -45,11 +46,31 @@ from sqlalchemy.exc import IntegrityError
 
 from xgbops.config import Settings
 
-from api.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from api.core.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+)
 from api.core.history import create_engine_for
 from api.core.tables import ACTIVE, retrain_jobs
 
 log = structlog.get_logger(__name__)
+
+#: The form of a job id (``uuid4().hex``): anything else names no job, and never reaches the
+#: database (PostgreSQL refuses a NUL in text).
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: The same rule for the OpenAPI documents of ``GET /retrain/{job_id}``.
+JOB_ID_PARAMETER = {
+    "in": "path",
+    "name": "job_id",
+    "required": True,
+    "description": "the id POST /retrain returned (32 lower-case hexadecimal digits)",
+    "schema": {"type": "string", "pattern": JOB_ID.pattern},
+}
 
 
 class RetrainJobs:
@@ -77,7 +98,7 @@ class RetrainJobs:
         """
         secret = self.settings.retrain_token
         if secret is None or not secret.get_secret_value():
-            raise Forbidden("retraining is disabled: set XGBOPS_RETRAIN_TOKEN to enable it")
+            raise Forbidden("retraining is disabled on this server")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized()
@@ -157,8 +178,12 @@ class RetrainJobs:
         """A job's document.
 
         Raises:
+            ValidationFailed: ``job_id`` is not of the form job ids have (422).
             NotFound: no such job.
         """
+        if not JOB_ID.fullmatch(job_id):
+            message = "must be the 32 lower-case hexadecimal digits POST /retrain returned"
+            raise ValidationFailed([FieldError("job_id", message)])
         with self.engine.connect() as connection:
             row = (
                 connection.execute(select(retrain_jobs).where(retrain_jobs.c.id == job_id))
@@ -200,14 +225,24 @@ class RetrainJobs:
                     )
                     _, stderr = process.communicate()
             except OSError as exc:
-                self._finish(job_id, "failed", None, f"cannot start training: {exc}")
+                log.error("retrain.start_failed", job_id=job_id, error=repr(exc))
+                self._finish(job_id, "failed", None, "training could not start")
                 return
             if process.returncode == 0 and result_file.is_file():
                 result = json.loads(result_file.read_text(encoding="utf-8"))
                 self._finish(job_id, "succeeded", result, None)
             else:
-                tail = stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
-                message = f"training exited with status {process.returncode}: " + " | ".join(tail)
+                tail = stderr.decode("utf-8", "replace").strip().splitlines()[-20:]
+                log.error(
+                    "retrain.training_failed",
+                    job_id=job_id,
+                    status=process.returncode,
+                    stderr_tail=tail,
+                )
+                message = (
+                    f"training failed (exit status {process.returncode}); the log has the "
+                    f"details under job {job_id}"
+                )
                 self._finish(job_id, "failed", None, message)
 
     def _finish(

@@ -41,6 +41,7 @@ from api.core.history import (
     PredictionBatch,
     PredictionRecord,
     migrate,
+    reason_of,
 )
 from api.core.query import parse_history_query
 from api.core.retrain import RetrainJobs
@@ -186,13 +187,13 @@ class PredictionService:
         try:
             body = read_json("application/json", raw, self.settings.serve.max_body_bytes)
         except ApiError as exc:
-            return error_body(exc)
+            return error_body(exc, request_id)
         try:
             if isinstance(body, dict) and "records" in body:
                 return self.predict_batch(body, request_id)
             return self.predict(body, request_id)
         except ApiError as exc:
-            return error_body(exc)
+            return error_body(exc, request_id)
 
     def _score(
         self,
@@ -291,7 +292,9 @@ class PredictionService:
         except ModelNotReady as exc:
             checks["model"] = {"ok": False, "reason": str(exc)}
         db_ok, reason = self.writer.database_ok()
-        checks["database"] = {"ok": db_ok, **({} if db_ok else {"reason": reason})}
+        if not db_ok:
+            log.warning("ready.database_down", error=reason)
+        checks["database"] = {"ok": db_ok, **({} if db_ok else {"reason": "it does not answer"})}
         checks["history_spooled"] = self.writer.spooled
         ready = all(c["ok"] for c in checks.values() if isinstance(c, dict))
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
@@ -308,7 +311,8 @@ class PredictionService:
                 model_version=query.model_version,
             )
         except SQLAlchemyError as exc:
-            raise HistoryUnavailable(f"the prediction history cannot be read now: {exc}") from None
+            log.error("history.read_failed", error=reason_of(exc))
+            raise HistoryUnavailable("the prediction history cannot be read") from None
         return {
             "total": total,
             "limit": query.limit,

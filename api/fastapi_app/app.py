@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +34,7 @@ from api.fastapi_app.models import batch_model, feedback_model, record_model
 from api.fastapi_app.routes import router
 
 access_log = structlog.get_logger("xgbops.access")
+log = structlog.get_logger(__name__)
 
 
 def create_app(
@@ -126,22 +128,37 @@ class _Assets(StaticFiles):
 
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.ApiError)
-    async def _api_error(_: Request, error: errors.ApiError) -> JSONResponse:
-        return _error_response(error)
+    async def _api_error(request: Request, error: errors.ApiError) -> JSONResponse:
+        return _error_response(error, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
-        return _error_response(errors.ValidationFailed(_request_errors(error)))
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _error_response(errors.ValidationFailed(_request_errors(error)), request)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        """The client left mid-request: normal traffic, not an incident (nobody reads this)."""
+        log.info("http.client_disconnected", path=request.url.path)
+        return _error_response(errors.BadRequest("the client disconnected"), request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        """A bug: the traceback to the log under the request id, nothing of it to the client."""
+        log.exception("http.unexpected_error", error=repr(error))
+        return _error_response(errors.InternalError(), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 404:
-            return _error_response(errors.NotFound(f"no route {request.url.path}"))
+            return _error_response(errors.NotFound(f"no route {request.url.path}"), request)
         if error.status_code == 405:
             allowed = (error.headers or {}).get("Allow", "").replace(" ", "").split(",")
-            return _error_response(errors.MethodNotAllowed(request.method, filter(None, allowed)))
+            refused = errors.MethodNotAllowed(request.method, filter(None, allowed))
+            return _error_response(refused, request)
+        if error.status_code >= 500:
+            return _error_response(errors.InternalError(), request)
         return _error_response(
-            errors.ApiError(str(error.detail), (), error.status_code, "http_error")
+            errors.ApiError(str(error.detail), (), error.status_code, "http_error"), request
         )
 
 
@@ -154,9 +171,10 @@ def _request_errors(error: RequestValidationError) -> list[errors.FieldError]:
     return found
 
 
-def _error_response(error: errors.ApiError) -> JSONResponse:
+def _error_response(error: errors.ApiError, request: Request) -> JSONResponse:
+    request_id = request.scope.get("state", {}).get("request_id")
     return JSONResponse(
-        errors.error_body(error), status_code=error.status, headers=dict(error.headers)
+        errors.error_body(error, request_id), status_code=error.status, headers=dict(error.headers)
     )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from api.core import errors, metrics
 from api.core.body import read_json
 from api.core.query import OPENAPI_PARAMETERS
+from api.core.retrain import JOB_ID_PARAMETER
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import BatchResponse, ErrorBody, FeedbackResponse, PredictResponse
@@ -25,6 +26,14 @@ def get_service(request: Request) -> PredictionService:
 
 BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
+#: Documented with the pattern job ids have, checked by the core (same 422 as Flask's).
+JobId = Annotated[
+    str,
+    Path(
+        description=str(JOB_ID_PARAMETER["description"]),
+        json_schema_extra={"pattern": JOB_ID_PARAMETER["schema"]["pattern"]},
+    ),
+]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
@@ -165,9 +174,10 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
             401: {"model": ErrorBody, "description": "no bearer token"},
             403: {"model": ErrorBody, "description": "wrong token or disabled"},
             404: {"model": ErrorBody, "description": "no such job"},
+            422: {"model": ErrorBody, "description": "not a job id"},
         },
     )
-    def retrain_status(job_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
+    def retrain_status(job_id: JobId, request: Request, service: ServiceDep) -> dict[str, Any]:
         """Status (queued, running, succeeded, failed), result and error of a job."""
         return service.retrain_status(request.headers.get("authorization"), job_id)
 
@@ -198,7 +208,12 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         """Stored predictions, newest first; page with limit/offset, filter by time/version."""
         return service.predictions(request.query_params.multi_items())
 
-    @api.get("/metrics", tags=["operations"], response_class=Response)
+    @api.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses=metrics.OPENAPI_RESPONSES,
+    )
     def prometheus() -> Response:
         """Request counts, latency histograms, predictions by label, model version."""
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -33,6 +33,7 @@ BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer"}}
 JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback"}
 
 access_log = structlog.get_logger("xgbops.access")
+log = structlog.get_logger(__name__)
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -150,6 +151,12 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
     def _http_error(error: HTTPException) -> Response:
         return _error_response(_translate(error))
 
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        """A bug: the traceback to the log under the request id, nothing of it to the client."""
+        log.exception("http.unexpected_error", error=repr(error))
+        return _error_response(errors.InternalError())
+
 
 def _parse_json_body() -> None:
     """Refuse what is not a JSON body before any view runs; keep the parsed value in ``g``."""
@@ -170,6 +177,8 @@ def _translate(error: HTTPException) -> errors.ApiError:
         return errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
     if error.code == 422:
         return errors.ValidationFailed(_marshmallow_errors(getattr(error, "data", {})))
+    if (error.code or 500) >= 500:
+        return errors.InternalError()
     return errors.ApiError(error.description or error.name, (), error.code or 500, "http_error")
 
 
@@ -196,9 +205,8 @@ def _marshmallow_errors(data: dict[str, Any]) -> list[errors.FieldError]:
 
 
 def _error_response(error: errors.ApiError) -> Response:
-    response = Response(
-        json.dumps(errors.error_body(error)), status=error.status, mimetype="application/json"
-    )
+    body = errors.error_body(error, g.get("request_id"))
+    response = Response(json.dumps(body), status=error.status, mimetype="application/json")
     for name, value in error.headers.items():
         response.headers[name] = value
     return response

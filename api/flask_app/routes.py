@@ -12,6 +12,7 @@ from webargs.flaskparser import FlaskParser
 
 from api.core import metrics
 from api.core.query import OPENAPI_PARAMETERS
+from api.core.retrain import JOB_ID_PARAMETER
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService
 from api.flask_app.schemas import (
@@ -132,7 +133,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             )
             return job, 202, {"Location": f"/retrain/{job['job_id']}"}
 
-    @retraining.route("/retrain/<string:job_id>")
+    @retraining.route("/retrain/<string:job_id>", parameters=[JOB_ID_PARAMETER])
     class RetrainStatus(MethodView):
         """Follow a retraining job."""
 
@@ -141,6 +142,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @retraining.alt_response(401, schema=ErrorBodySchema, description="no bearer token")
         @retraining.alt_response(403, schema=ErrorBodySchema, description="wrong token or disabled")
         @retraining.alt_response(404, schema=ErrorBodySchema, description="no such job")
+        @retraining.alt_response(422, schema=ErrorBodySchema, description="not a job id")
         def get(self, job_id: str) -> dict[str, Any]:
             """Status (queued, running, succeeded, failed), result and error of a job."""
             return _service().retrain_status(request.headers.get("Authorization"), job_id)
@@ -199,11 +201,10 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     class Metrics(MethodView):
         """Prometheus exposition."""
 
+        @ops.doc(responses=metrics.OPENAPI_RESPONSES)
         def get(self) -> Response:
             """Request counts, latency histograms, predictions by label, model version."""
-            return Response(
-                metrics.render(), mimetype=metrics.CONTENT_TYPE.split(";", maxsplit=1)[0]
-            )
+            return Response(metrics.render(), content_type=metrics.CONTENT_TYPE)
 
     @legacy.route("/metrics")
     class LegacyMetrics(MethodView):

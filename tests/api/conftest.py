@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.internals import leaks
 from tests.processes import free_port, wait_until_healthy
 
 BIN = Path(sys.executable).parent
@@ -118,6 +119,54 @@ def servers(
             stop_server(server)
 
 
+#: The retrain token of the ``postgres_servers`` (a test's own secret).
+POSTGRES_RETRAIN_TOKEN = "postgres-servers-token"  # pragma: allowlist secret
+
+
+@dataclass(frozen=True)
+class PostgresServers:
+    """Both apps, sharing one prediction history on the real PostgreSQL."""
+
+    servers: dict[str, Server]
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+def postgres_servers(
+    champion_project: Path, postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PostgresServers]:
+    """Flask (gunicorn, 2 workers) and FastAPI (uvicorn) on the shared champion, the history on
+    a database of their own on PostgreSQL, the limits of ``servers`` and a retrain token."""
+    import uuid  # pylint: disable=import-outside-toplevel
+
+    import psycopg  # pylint: disable=import-outside-toplevel
+
+    name = f"xgbops_servers_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    database = f"{postgres_admin_url.rsplit('/', 1)[0]}/{name}"
+    logs = tmp_path_factory.mktemp("postgres-server-logs")
+    started: dict[str, Server] = {}
+    try:
+        for kind, workers in (("flask", "2"), ("fastapi", "1")):  # in turn: one migrates first
+            started[kind] = start_server(
+                kind,
+                champion_project,
+                logs,
+                DATABASE_URL=database,
+                XGBOPS_RETRAIN_TOKEN=POSTGRES_RETRAIN_TOKEN,
+                XGBOPS_SERVE__WORKERS=workers,
+                XGBOPS_SERVE__BATCH_LIMIT="50",
+                XGBOPS_SERVE__MAX_BODY_BYTES="65536",
+            )
+        yield PostgresServers(started, database)
+    finally:
+        for server in started.values():
+            stop_server(server)
+        with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 class SteadyLoad:
     """Client threads POSTing one record to /predict until stopped (a bounded soak test).
 
@@ -165,3 +214,69 @@ class SteadyLoad:
                 self.statuses[response.status_code] += 1
                 if response.status_code == 200:
                     self.timed_answers.append((sent_at, response.json()))
+
+
+def _request_text(method: str, url: str, headers: Any, body: bytes | str | None) -> str:
+    from urllib.parse import unquote  # pylint: disable=import-outside-toplevel
+
+    raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    return f"{method} {unquote(str(url))} {dict(headers or {})} {raw} {unquote(raw)}"
+
+
+def _body(request: httpx.Request) -> bytes:
+    try:
+        return request.content
+    except httpx.RequestNotRead:  # a streamed body: nothing to compare with
+        return b""
+
+
+def _check_response(status: int, text: str, request_text: str) -> None:
+    """Fail the test on an error response that gives away the server's internals."""
+    if status >= 400:
+        found = leaks(text, request_text)
+        assert not found, f"a {status} answer gives away internals: {found}\n{text[:1000]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_internals_in_any_error() -> Iterator[None]:
+    """Every error response any API test receives, from a real server or an in-process app,
+    through httpx (sync or async, Starlette's TestClient included) or Flask's test client, is
+    checked for driver or SQL text, tracebacks, paths, class names and settings."""
+    import flask.testing  # pylint: disable=import-outside-toplevel
+
+    send, async_send, flask_open = (
+        httpx.Client.send,
+        httpx.AsyncClient.send,
+        flask.testing.FlaskClient.open,
+    )
+
+    def checked_send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        response = send(self, request, **kwargs)
+        if response.status_code >= 400 and not kwargs.get("stream"):
+            response.read()
+            text = _request_text(request.method, request.url, request.headers, _body(request))
+            _check_response(response.status_code, response.text, text)
+        return response
+
+    async def checked_async_send(
+        self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+    ) -> httpx.Response:
+        response = await async_send(self, request, **kwargs)
+        if response.status_code >= 400 and not kwargs.get("stream"):
+            await response.aread()
+            text = _request_text(request.method, request.url, request.headers, _body(request))
+            _check_response(response.status_code, response.text, text)
+        return response
+
+    def checked_open(self: Any, *args: Any, **kwargs: Any) -> Any:
+        response = flask_open(self, *args, **kwargs)
+        if response.status_code >= 400:
+            body = response.get_data().decode("utf-8", "replace")
+            _check_response(response.status_code, body, f"{args!r} {kwargs!r}")
+        return response
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx.Client, "send", checked_send)
+        patch.setattr(httpx.AsyncClient, "send", checked_async_send)
+        patch.setattr(flask.testing.FlaskClient, "open", checked_open)
+        yield

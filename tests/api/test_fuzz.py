@@ -1,10 +1,13 @@
 """Fuzzing both apps under their real servers (gunicorn and uvicorn, see ``conftest.py``).
 
-1. Schemathesis against each app's own ``/openapi.json``: every documented operation, with
-   schema-valid (positive) and schema-invalid (negative) data. No 5xx; content type, status and
-   body as documented; documented-valid requests accepted and documented-invalid ones refused
-   (so the documents describe the requests as precisely as the responses); and every 4xx in
-   the one error shape ``{"error", "message", "detail"}``.
+1. Schemathesis against each app's own ``/openapi.json``, with the prediction history on SQLite
+   and on the real PostgreSQL (where a NUL in a text parameter used to reach the driver):
+   every documented operation, with schema-valid (positive) and schema-invalid (negative) data.
+   No 5xx; content type, status and body as documented; documented-valid requests accepted and
+   documented-invalid ones refused (so the documents describe the requests as precisely as the
+   responses); every 4xx in the one error shape ``{"error", "message", "detail"}``; no answer
+   giving away driver or SQL text, a traceback, a path or a setting; and every prediction the
+   fuzzer was served stored exactly once.
 2. A Hypothesis property over records built from the dataset configuration: valid records are
    scored, every mutation is refused with 422 naming exactly the mutated fields, unreadable
    bodies get 400/413/415, and Flask and FastAPI answer alike, status and body.
@@ -43,7 +46,8 @@ from schemathesis.core.result import Ok
 
 from xgbops.config import CategoricalFeature, DatasetConfig, NumericFeature, load_settings
 
-from tests.api.conftest import Server
+from tests.api.conftest import PostgresServers, Server
+from tests.api.internals import leaks
 from tests.api.test_contract import _normalise
 
 #: Examples per operation and generation mode; read at import (see the module docstring).
@@ -105,6 +109,23 @@ def error_contract(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
+def no_internals(ctx: Any, response: Any, case: Any) -> bool | None:
+    """No answer gives away the server's internals (a custom check; see tests/api/internals)."""
+    del ctx
+    request = response.request
+    body = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else ""
+    from urllib.parse import unquote  # pylint: disable=import-outside-toplevel
+
+    sent = f"{unquote(request.url)} {dict(request.headers)} {body} {case.body!r}"
+    found = leaks(response.content.decode("utf-8", "replace"), sent)
+    assert not found, f"the answer gives away internals: {found}"
+    return None
+
+
+#: Where ``POST /predict``, ``/predict/batch`` and ``/api/v1/predict`` put prediction ids.
+SCORING_PATHS = ("/predict", "/predict/batch", "/api/v1/predict")
+
+
 @dataclass
 class Finding:
     """One distinct failure and the shortest request that showed it."""
@@ -124,11 +145,18 @@ class FuzzRun:
     sent: int = 0
     cases: dict[tuple[str, str], int] = field(default_factory=dict)
     findings: dict[tuple[str, str, str], Finding] = field(default_factory=dict)
+    #: Every prediction id a 2xx answer handed out (each must be stored exactly once).
+    served: list[str] = field(default_factory=list)
 
     def count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """A ``requests`` response hook: every request that reached the server."""
-        del response, args, kwargs
+        del args, kwargs
         self.sent += 1
+        path = requests.utils.urlparse(response.request.url).path
+        if response.status_code == 200 and path in SCORING_PATHS:
+            body = response.json()
+            answers = body.get("predictions", [body]) if isinstance(body, dict) else []
+            self.served.extend(a["prediction_id"] for a in answers if "prediction_id" in a)
 
     def found(self, key: tuple[str, str, str], message: str, case: Any, response: Any) -> None:
         curl = case.as_curl_command()
@@ -183,7 +211,7 @@ def fuzz_operation(
             case.validate_response(
                 response,
                 checks=checks,
-                additional_checks=[error_contract],
+                additional_checks=[error_contract, no_internals],
                 transport_kwargs={"base_url": base_url, "session": session, "timeout": 30},
             )
         except FailureGroup as group:
@@ -196,11 +224,34 @@ def fuzz_operation(
         pass  # nothing to make invalid in this operation (e.g. a free-form string path param)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> tuple[str, dict[str, Server], str | None]:
+    """The servers of one history store: (name, servers, database URL to count rows in)."""
+    if request.param == "sqlite":
+        return "sqlite", request.getfixturevalue("servers"), None
+    found: PostgresServers = request.getfixturevalue("postgres_servers")
+    return "postgres", found.servers, found.database_url
+
+
+def stored_times(database_url: str, ids: list[str]) -> dict[str, int]:
+    """How many history rows each prediction id has (PostgreSQL)."""
+    import psycopg  # pylint: disable=import-outside-toplevel
+
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT id, count(*) FROM predictions WHERE id = ANY(%s) GROUP BY id", (ids,)
+        ).fetchall()
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
 @_timeout(seconds_per_example=2)
 @pytest.mark.parametrize("app", ["flask", "fastapi"])
 def test_schemathesis_fuzz_of_each_apps_openapi_document(
-    servers: dict[str, Server], app: str, capsys: pytest.CaptureFixture[str]
+    store: tuple[str, dict[str, Server], str | None],
+    app: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    store_name, servers, database_url = store
     server = servers[app]
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=CONFIG, timeout=30)
     run = FuzzRun(app)
@@ -226,7 +277,7 @@ def test_schemathesis_fuzz_of_each_apps_openapi_document(
 
     with capsys.disabled():
         summary = f"{run.sent} requests (floor {floor}), {len(operations)} operations"
-        print(f"\n{app}: {summary}, {elapsed:.1f} s")
+        print(f"\n{app} on {store_name}: {summary}, {elapsed:.1f} s")
         for (label, generation), cases in sorted(run.cases.items()):
             print(f"  {label:28} {generation:8} {cases}")
     assert not invalid, f"{app}'s OpenAPI document has invalid operations: {invalid}"
@@ -237,6 +288,17 @@ def test_schemathesis_fuzz_of_each_apps_openapi_document(
     assert run.sent >= floor, f"only {run.sent} requests sent; expected at least {floor}"
     if run.findings:
         pytest.fail(run.report(), pytrace=False)
+    if database_url is not None:  # nothing lost, nothing twice
+        assert run.served, "the fuzz run was never served a prediction"
+        deadline, counts = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:  # the write-behind flush
+            counts = stored_times(database_url, run.served)
+            if len(counts) == len(set(run.served)):
+                break
+            time.sleep(0.2)
+        assert len(run.served) == len(set(run.served)), "an id was handed out twice"
+        assert sorted(counts) == sorted(run.served), "served predictions missing from the history"
+        assert set(counts.values()) == {1}, "a prediction stored more than once"
 
 
 # -- 2. a property over records built from the dataset configuration --------------------------

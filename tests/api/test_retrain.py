@@ -102,12 +102,18 @@ def test_a_job_runs_one_at_a_time_reports_its_result_and_is_rate_limited(jobs):
 
 def test_a_failed_training_is_reported(jobs, weak_champion, monkeypatch):
     monkeypatch.setenv("XGBOPS_TRAIN__NUM_BOOST_ROUND", "0")  # invalid: training refuses
-    job = jobs.submit("10.0.0.3")
-    jobs.wait()
+    with capture_logs() as logs:
+        job = jobs.submit("10.0.0.3")
+        jobs.wait()
     failed = jobs.get(job["job_id"])
     assert failed["status"] == "failed"
-    assert "exited with status 2" in failed["error"]
-    assert "num_boost_round" in failed["error"]
+    # The client learns that it failed and where to look; the log has why, under the job's id.
+    assert failed["error"] == (
+        f"training failed (exit status 2); the log has the details under job {job['job_id']}"
+    )
+    logged = [e for e in logs if e["event"] == "retrain.training_failed"]
+    assert logged and logged[0]["job_id"] == job["job_id"]
+    assert any("num_boost_round" in line for line in logged[0]["stderr_tail"])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from structlog.testing import capture_logs
 from sqlalchemy import create_engine, select
 
 from api.core import metrics
@@ -55,7 +56,7 @@ def example(trained):
 
 def test_nothing_exported_is_not_ready_with_the_reason(settings):
     store = ChampionStore(settings.serving_path)
-    with pytest.raises(ModelNotReady, match="no champion exported at .*run `make train`"):
+    with pytest.raises(ModelNotReady, match="^no champion has been exported yet; retry later$"):
         store.get()
 
 
@@ -72,8 +73,12 @@ def test_champion_is_swapped_when_the_pointer_changes(trained, service, example)
 def test_a_broken_pointer_keeps_the_model_being_served(trained, service, example):
     service.predict(example, "r")
     (trained.serving_path / "current.json").write_text("{not json")
-    assert service.predict(example, "r")["model_version"] == "1"
-    assert "cannot load the champion" in service.store.last_error
+    with capture_logs() as logs:
+        assert service.predict(example, "r")["model_version"] == "1"
+    assert service.store.last_error == "the champion's files cannot be loaded"  # for clients
+    failed = [e for e in logs if e["event"] == "champion.load_failed"]
+    assert failed and failed[0]["pointer"].endswith("current.json")  # the details: the log
+    assert "JSONDecodeError" in failed[0]["error"]
 
 
 def test_predict_validates_scores_and_records(service, example):

@@ -159,7 +159,16 @@ def _stop(started: Engine, process: subprocess.Popen[bytes], root: Path) -> None
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=30)
+    for mount in _mounts_under(root):  # dockerd leaves its network namespace file mounted
+        subprocess.run(["umount", mount], capture_output=True, check=False)  # nosec B603 B607
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points below ``root``, deepest first."""
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
+    return sorted(points, key=len, reverse=True)
 
 
 def _tail(log: Path, lines: int = 40) -> str:
