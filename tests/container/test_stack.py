@@ -404,6 +404,7 @@ def test_a_registry_without_a_champion_is_not_ready_even_with_a_baked_model(stac
 
 def test_every_service_stays_within_its_memory_budget(stack: Stack):
     config = yaml.safe_load(stack.compose("--profile", "core", "config"))
+    measured = {}
     for service in ("mlflow", "api", "api-fastapi", "retrainer"):
         limit = int(config["services"][service]["mem_limit"])
         stats = stack.docker.inspect("container", stack.container(service))["HostConfig"]
@@ -413,7 +414,12 @@ def test_every_service_stays_within_its_memory_budget(stack: Stack):
         ).stdout
         usage = json.loads(used)["MemUsage"].split("/")[0].strip()
         print(f"{service}: {usage} of {limit / 2**20:.0f} MiB")
+        measured[service] = {"used": usage, "limit_mib": limit / 2**20}
         assert _bytes(usage) < limit
+    (REPO / "reports").mkdir(exist_ok=True)
+    (REPO / "reports" / "container-memory.json").write_text(
+        json.dumps(measured, indent=2), encoding="utf-8"
+    )
 
 
 def _bytes(text: str) -> float:
