@@ -160,9 +160,14 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
 
 def _parse_json_body() -> None:
     """Refuse what is not a JSON body before any view runs; keep the parsed value in ``g``."""
-    # Flask refuses a body over MAX_CONTENT_LENGTH while reading it (413, see _translate).
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    g.body = read_json(request.content_type, request.get_data(cache=True), limit)
+    if request.content_length is None:
+        # Chunked: werkzeug would stop at the limit without a word and hand over a truncated
+        # body; one byte more than the limit tells read_json whether there was more (413).
+        raw = request.environ["wsgi.input"].read(limit + 1)
+    else:  # Flask refuses a Content-Length over the limit before reading (413, see _translate)
+        raw = request.get_data(cache=True)
+    g.body = read_json(request.content_type, raw, limit)
 
 
 def _translate(error: HTTPException) -> errors.ApiError:

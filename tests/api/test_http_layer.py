@@ -1,0 +1,65 @@
+"""The HTTP layer under the real servers: a body over the limit is refused however it is framed."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.api.conftest import Server
+from tests.api.test_contract import EXAMPLE
+from tests.api.test_fuzz import MAX_BODY
+
+
+def _chunked(body: bytes, size: int = 8192) -> bytes:
+    framed = b""
+    for start in range(0, len(body), size):
+        part = body[start : start + size]
+        framed += f"{len(part):x}\r\n".encode() + part + b"\r\n"
+    return framed + b"0\r\n\r\n"
+
+
+def _raw_request(server: Server, request: bytes) -> tuple[int, bytes]:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += connection.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":", 1)[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+        )
+        while len(body) < length:
+            body += connection.recv(65536)
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("app", ["flask", "fastapi"])
+def test_a_chunked_body_over_the_limit_is_refused_not_cut(servers, app):
+    """Valid JSON followed by padding past the limit: a truncating server would answer 200."""
+    body = json.dumps(EXAMPLE).encode() + b" " * (MAX_BODY + 1000)
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    status, answer = _raw_request(servers[app], head + _chunked(body))
+    assert status == 413, answer
+    assert json.loads(answer)["error"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("app", ["flask", "fastapi"])
+def test_a_chunked_body_within_the_limit_is_scored(servers, app):
+    body = json.dumps(EXAMPLE).encode()
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    status, answer = _raw_request(servers[app], head + _chunked(body, size=50))
+    assert status == 200, answer
+    assert "probability" in json.loads(answer)
