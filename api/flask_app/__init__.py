@@ -123,6 +123,7 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        _drain_body(current_app.config["MAX_CONTENT_LENGTH"] * DRAIN_FACTOR)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", 0)
@@ -156,6 +157,25 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
         """A bug: the traceback to the log under the request id, nothing of it to the client."""
         log.exception("http.unexpected_error", error=repr(error))
         return _error_response(errors.InternalError())
+
+
+#: How much of an unread body is read past ``MAX_CONTENT_LENGTH`` before it is left unread.
+DRAIN_FACTOR = 4
+
+
+def _drain_body(most: int) -> None:
+    """Read what the request body still holds (a 404 or 405 with a body, a 413, a refused
+    chunked body): gunicorn answers ``Connection: keep-alive`` and then drops a connection
+    that still carries an unread body of some size, so a client's next request on it failed.
+    Read, the connection really can be kept. A body already read costs one empty read."""
+    stream = request.environ.get("wsgi.input")
+    if stream is None or request.method in ("GET", "HEAD"):
+        return
+    while most > 0:
+        chunk = stream.read(min(65536, most))
+        if not chunk:
+            return
+        most -= len(chunk)
 
 
 def _parse_json_body() -> None:

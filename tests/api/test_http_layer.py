@@ -63,3 +63,50 @@ def test_a_chunked_body_within_the_limit_is_scored(servers, app):
     status, answer = _raw_request(servers[app], head + _chunked(body, size=50))
     assert status == 200, answer
     assert "probability" in json.loads(answer)
+
+
+def _answer(connection: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    length = int(lengths[0].split(b":", 1)[1]) if lengths else 0
+    while len(body) < length:
+        body += connection.recv(65536)
+    return int(head.split()[1]), head
+
+
+@pytest.mark.parametrize("app", ["flask", "fastapi"])
+def test_a_connection_kept_alive_after_an_unread_body_answers_the_next_request(servers, app):
+    """Requests whose body the app never reads (405s, OPTIONS), of every size up to past the
+    body limit, each followed by a normal request on the same connection: every one answered.
+    (gunicorn answered keep-alive, then dropped the connection when it still held ~100 kB.)"""
+    host, port = servers[app].url.removeprefix("http://").split(":")
+    record = json.dumps(EXAMPLE).encode()
+    failures = []
+    for size in (10, 5_000, 100_000):
+        for method in (b"PUT", b"OPTIONS", b"DELETE"):
+            with socket.create_connection((host, int(port)), timeout=5) as connection:
+                try:
+                    connection.sendall(
+                        method + b" /predict HTTP/1.1\r\nHost: test\r\nContent-Type: "
+                        b"application/json\r\nContent-Length: "
+                        + str(size).encode()
+                        + b"\r\n\r\n"
+                        + b"x" * size
+                    )
+                    status, head = _answer(connection)
+                    assert b"Connection: close" not in head  # it promised to keep the connection
+                    connection.sendall(
+                        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json"
+                        b"\r\nContent-Length: " + str(len(record)).encode() + b"\r\n\r\n" + record
+                    )
+                    status, _ = _answer(connection)
+                    assert status == 200, status
+                except (OSError, AssertionError) as exc:
+                    failures.append(f"{method.decode()} {size} B: {exc!r}")
+    assert not failures, failures
