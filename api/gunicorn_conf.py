@@ -30,6 +30,9 @@ workers = _settings.serve.workers
 worker_class = "gthread"
 threads = _settings.serve.threads
 keepalive = 75
+# The apps refuse a header line over serve.max_header_bytes with a JSON 431; gunicorn's own
+# refusal (an HTML 400) stays for lines past 8 times that.
+limit_request_field_size = 8 * _settings.serve.max_header_bytes
 timeout = 120
 graceful_timeout = 30
 accesslog = None  # the app writes one line per request itself (settings: serve.access_log)

@@ -1,13 +1,25 @@
-"""Reading a JSON request body, with the same refusals in both apps."""
+"""Reading a request (its header lines, its JSON body), with the same refusals in both apps."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from api.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from api.core.errors import BadRequest, HeaderTooLarge, PayloadTooLarge, UnsupportedMediaType
+
+
+def check_headers(headers: Iterable[tuple[str, str]], limit: int) -> None:
+    """Refuse a header line (``name: value``) longer than ``limit`` bytes.
+
+    Raises:
+        HeaderTooLarge: the first such header, named in lower case (431).
+    """
+    for name, value in headers:
+        if len(name) + len(value) + 2 > limit:
+            raise HeaderTooLarge(name.lower(), limit)
 
 
 def read_json(content_type: str | None, raw: bytes, max_bytes: int) -> Any:

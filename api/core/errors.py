@@ -57,6 +57,16 @@ class PayloadTooLarge(ApiError):
         super().__init__(message, (FieldError(field_name, message),), 413, "payload_too_large")
 
 
+class HeaderTooLarge(ApiError):
+    """A request header line is longer than the configured limit (431)."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        message = f"request header {name} is longer than {limit} bytes"
+        super().__init__(
+            message, (FieldError(name, message),), 431, "request_header_fields_too_large"
+        )
+
+
 class UnsupportedMediaType(ApiError):
     """The body is not ``application/json`` (415)."""
 

@@ -28,6 +28,7 @@ from xgbops.logs import configure_logging
 
 from api import docs_assets
 from api.core import errors, metrics
+from api.core.body import check_headers
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import batch_model, feedback_model, record_model
@@ -68,7 +69,11 @@ def create_app(
     app.state.service = service
     app.include_router(router(spec, record))
     _install_docs(app)
-    app.add_middleware(_Observe, log_requests=settings.serve.access_log)
+    app.add_middleware(
+        _Observe,
+        log_requests=settings.serve.access_log,
+        max_header_bytes=settings.serve.max_header_bytes,
+    )
     _install_handlers(app)
     app.openapi = lambda: _openapi(app, [record, batch, feedback])  # type: ignore[method-assign]
     return app
@@ -186,9 +191,12 @@ class _Observe:
     clearing at the end: the task's context goes with the task).
     """
 
-    def __init__(self, app: ASGIApp, log_requests: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, log_requests: bool = True, max_header_bytes: int = 8192
+    ) -> None:
         self.app = app
         self.log_requests = log_requests
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -210,6 +218,15 @@ class _Observe:
             await send(message)
 
         try:
+            try:
+                check_headers(
+                    ((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+                    self.max_header_bytes,
+                )
+            except errors.HeaderTooLarge as refused:  # before routing, as Flask's before_request
+                body = errors.error_body(refused)
+                await JSONResponse(body, status_code=refused.status)(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")

@@ -22,7 +22,7 @@ from xgbops.logs import configure_logging
 
 from api import docs_assets
 from api.core import errors, metrics
-from api.core.body import read_json
+from api.core.body import check_headers, read_json
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         # Swagger UI's scripts and styles come from this app (see _docs_assets), not a CDN.
         OPENAPI_SWAGGER_UI_URL=docs_assets.assets_url(),
         MAX_CONTENT_LENGTH=settings.serve.max_body_bytes,
+        XGBOPS_MAX_HEADER_BYTES=settings.serve.max_header_bytes,
         API_SPEC_OPTIONS={
             "info": {"description": f"Scores {settings.dataset.description}"},
             "components": {"securitySchemes": BEARER_SCHEME},
@@ -118,6 +119,7 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
         # Every log line of this request carries its id (gthread reuses threads: clear first).
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
+        check_headers(request.headers.items(), current_app.config["XGBOPS_MAX_HEADER_BYTES"])
         if request.method == "POST" and request.path in JSON_ENDPOINTS:
             _parse_json_body()
 

@@ -263,6 +263,9 @@ class ServeSettings(_Strict):
     batch_limit: int = Field(default=10_000, ge=1)
     #: Largest request body accepted, in bytes (a 10,000-record batch is about 6 MB).
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Longest request header line accepted (name and value), in bytes: longer is a 431 in the
+    #: JSON error format from both apps (gunicorn itself refuses lines 8 times longer).
+    max_header_bytes: int = Field(default=8192, ge=1024)
     #: How often a worker looks for a newly promoted champion, in seconds.
     reload_interval: float = Field(default=1.0, gt=0)
     #: How often buffered prediction records are written to the database, in seconds.

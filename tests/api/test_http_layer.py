@@ -110,3 +110,23 @@ def test_a_connection_kept_alive_after_an_unread_body_answers_the_next_request(s
                 except (OSError, AssertionError) as exc:
                     failures.append(f"{method.decode()} {size} B: {exc!r}")
     assert not failures, failures
+
+
+@pytest.mark.parametrize("size", [9_000, 60_000])
+def test_an_over_long_header_is_the_same_json_431_in_both_apps(servers, size):
+    answers = {}
+    for app, server in servers.items():
+        with server.client() as client:
+            answers[app] = client.get("/health", headers={"X-Padding": "a" * size})
+    bodies = {app: answer.json() for app, answer in answers.items()}
+    for app, answer in answers.items():
+        assert answer.status_code == 431, (app, answer.text[:200])
+        assert answer.headers["content-type"].startswith("application/json")
+    assert bodies["flask"] == bodies["fastapi"]
+    assert bodies["flask"]["detail"][0]["field"] == "x-padding"
+
+
+def test_a_header_within_the_limit_is_served(servers):
+    for app, server in servers.items():
+        with server.client() as client:
+            assert client.get("/health", headers={"X-Padding": "a" * 8_000}).status_code == 200
