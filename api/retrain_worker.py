@@ -22,6 +22,7 @@ from types import FrameType
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from xgbops.champion import redact_uri
 from xgbops.config import load_settings
 from xgbops.logs import configure_logging
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("retrain.worker_started", database=settings.history_url.split("@")[-1])
+    log.info("retrain.worker_started", database=redact_uri(settings.history_url))
     settings.state_path.mkdir(parents=True, exist_ok=True)
     serve_jobs(
         RetrainJobs(settings), stop, args.poll_interval, settings.state_path / HEARTBEAT_FILE

@@ -24,7 +24,7 @@ from xgbops.champion import (
     RegistryUnreachable,
     _auth_headers,
     install_model,
-    is_current,
+    current_pointer,
     main,
     model_digest,
     read_pointer,
@@ -131,7 +131,7 @@ def test_a_model_with_the_same_version_number_but_another_run_is_replaced(regist
     files = client.download(champion, tmp_path / "files")
     stranger = ChampionVersion(MODEL, champion.version, "0" * 32)
     install_model(files, tmp_path / "serving", stranger, "registry")
-    assert not is_current(tmp_path / "serving", champion)
+    assert current_pointer(tmp_path / "serving", champion) is None
     synced = sync_from_registry(client, MODEL, tmp_path / "serving")
     assert synced is not None and synced.changed
     assert synced.pointer["run_id"] == champion.run_id
@@ -142,7 +142,7 @@ def test_files_changed_on_disk_are_fetched_again(registry, tmp_path):
     pointer = sync_from_registry(client, MODEL, tmp_path).pointer
     booster = tmp_path / pointer["model_dir"] / "booster.ubj"
     booster.write_bytes(b"corrupt")
-    assert not is_current(tmp_path, client.champion(MODEL))
+    assert current_pointer(tmp_path, client.champion(MODEL)) is None
     healed = sync_from_registry(client, MODEL, tmp_path)
     assert healed.changed and model_digest(tmp_path / healed.pointer["model_dir"]) == (
         healed.pointer["digest"]
@@ -229,6 +229,8 @@ def test_uris_lose_their_credentials_and_requests_carry_mlflows(monkeypatch):
     assert (
         redact_uri("https://user:secret@mlflow.example:5000/x") == "https://mlflow.example:5000/x"
     )
+    file_uri = "sqlite:////var/lib/xgbops/predictions.db"
+    assert redact_uri(file_uri) == file_uri  # nothing to hide, the empty host kept
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")  # pragma: allowlist secret
     assert _auth_headers() == {"Authorization": "Basic YWxpY2U6czNjcmV0"}

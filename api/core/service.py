@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from xgbops.champion import RegistryClient
+from xgbops.champion import RegistryClient, is_server_uri
 from xgbops.config import Settings
 
 from api.core import metrics
@@ -55,7 +55,7 @@ def registry_follower(settings: Settings) -> RegistryFollower | None:
     with the embedded store, ``xgbops`` exports the champion into the serving directory itself."""
     uri = settings.mlflow_tracking_uri or ""
     interval = settings.serve.registry_sync_interval
-    if not uri.startswith(("http://", "https://")) or interval <= 0:
+    if not is_server_uri(uri) or interval <= 0:
         return None
     return RegistryFollower(
         RegistryClient(uri), settings.model_name, settings.serving_path, interval

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeGuard
 
 from xgbops import XgbopsError
 
@@ -85,18 +85,22 @@ def read_pointer(destination: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
-def is_current(destination: Path, champion: ChampionVersion) -> bool:
-    """True when ``destination`` already serves exactly ``champion`` (same run, intact files)."""
+def is_server_uri(uri: str | None) -> TypeGuard[str]:
+    """True for an MLflow tracking server's URL, false for a database or file store (or none)."""
+    return uri is not None and uri.startswith(("http://", "https://"))
+
+
+def current_pointer(destination: Path, champion: ChampionVersion) -> dict[str, Any] | None:
+    """The pointer of ``destination`` when it already serves exactly ``champion`` (same run,
+    intact files), else None."""
     pointer = read_pointer(destination)
     if not pointer or (pointer.get("run_id"), str(pointer.get("version"))) != (
         champion.run_id,
         champion.version,
     ):
-        return False
-    try:
-        return model_digest(destination / str(pointer["model_dir"])) == pointer.get("digest")
-    except (OSError, KeyError):
-        return False
+        return None
+    folder = destination / str(pointer.get("model_dir", ""))
+    return pointer if _holds(folder, str(pointer.get("digest"))) else None
 
 
 def install_model(
@@ -180,8 +184,10 @@ def holdout_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
 
 
 def redact_uri(uri: str) -> str:
-    """The URI without user information, for pointers and logs."""
+    """The URI without user information, for pointers and logs (others as they are)."""
     parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:  # nothing to hide; a file URI's empty host must stay as it is
+        return uri
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
@@ -196,7 +202,7 @@ class RegistryClient:
     """
 
     def __init__(self, tracking_uri: str, timeout: float = 10.0) -> None:
-        if not tracking_uri.startswith(("http://", "https://")):
+        if not is_server_uri(tracking_uri):
             raise RegistryError(f"not an MLflow server URL: {redact_uri(tracking_uri)}")
         self.base = tracking_uri.rstrip("/")
         self.timeout = timeout
@@ -331,8 +337,8 @@ def sync_from_registry(client: RegistryClient, name: str, destination: Path) -> 
     champion = client.champion(name)
     if champion is None:
         return None
-    current = read_pointer(destination)
-    if current is not None and is_current(destination, champion):
+    current = current_pointer(destination, champion)
+    if current is not None:
         return Synced(current, changed=False)
     destination.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=destination) as tmp:
@@ -381,7 +387,7 @@ def _sync_command(args: argparse.Namespace) -> int:
     baked = Path(args.baked) if args.baked else None
     uri = settings.mlflow_tracking_uri or ""
     pointer: dict[str, Any] | None = None
-    if uri.startswith(("http://", "https://")):
+    if is_server_uri(uri):
         try:
             synced = sync_from_registry(
                 RegistryClient(uri, timeout=args.timeout), settings.model_name, destination

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import structlog
 
 from xgbops import XgbopsError
+from xgbops.champion import is_server_uri
 from xgbops.config import NotifySettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -206,7 +207,7 @@ def job_notification(
     links = []
     if url:
         links.append(Link("Build", url))
-    if mlflow_uri and mlflow_uri.startswith(("http://", "https://")):
+    if is_server_uri(mlflow_uri):
         links.append(Link("MLflow", mlflow_uri))
     return Notification(
         subject=job_subject(job, status, duration, build),

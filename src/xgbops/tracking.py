@@ -40,7 +40,8 @@ from xgbops.champion import (
     RegistryError,
     holdout_metrics,
     install_model,
-    is_current,
+    current_pointer,
+    is_server_uri,
     redact_uri,
 )
 from xgbops.model import Model
@@ -336,10 +337,10 @@ class Tracker:
         if champion is None:
             return None
         version = ChampionVersion(name, champion.version, champion.run_id)
-        if not is_current(destination, version):
+        if current_pointer(destination, version) is None:
             with tempfile.TemporaryDirectory() as tmp:
                 files = self.download_model(name, version=champion.version, dst=Path(tmp) / "m")
-                remote = self.settings.tracking_uri.startswith(("http://", "https://"))
+                remote = is_server_uri(self.settings.tracking_uri)
                 extra: dict[str, Any] = {"metrics": holdout_metrics(champion.metrics)}
                 if remote:
                     extra["registry"] = redact_uri(self.settings.tracking_uri)
