@@ -1,4 +1,8 @@
-"""Reading a request (its header lines, its JSON body), with the same refusals in both apps."""
+"""Reading a request (its header lines, its JSON body), with the same refusals in both apps.
+
+A JSON object with the same key twice is refused (400 naming the key) rather than letting the
+last value win: a client that sent two values would never learn which one was scored.
+"""
 
 from __future__ import annotations
 
@@ -38,18 +42,68 @@ def read_json(content_type: str | None, raw: bytes, max_bytes: int) -> Any:
     if not raw.strip():
         raise BadRequest("request body is empty")
     try:
-        return orjson.loads(raw)  # the fast path (a 10,000-record batch parses 2x faster)
+        parsed = orjson.loads(raw)  # the fast path (a 10,000-record batch parses 2x faster)
     except orjson.JSONDecodeError:
         pass  # the standard library says what is wrong, and reads NaN for the validator to name
+    else:
+        if _keys_near(parsed) == raw.count(b":"):
+            return parsed  # every colon is a member of a counted object: no key is repeated
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise BadRequest(
+            f"key {exc.key!r} appears more than once in a JSON object; send each key once",
+            field_name=exc.key,
+        ) from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
         raise BadRequest("body is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal longer than Python accepts
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object holds ``key`` twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s object hook that refuses a repeated key.
+
+    Raises:
+        DuplicateKey: the first key seen twice.
+    """
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def _keys_near(parsed: Any) -> int:
+    """Keys of the parsed objects at the top level and one list down (a record, a batch).
+
+    Every member of a JSON object is one colon outside a string, so when the body holds exactly
+    as many colons as the parsed objects hold keys, no key was dropped as a repeat. A colon in
+    a string or a deeper object makes the count differ, and the exact (slower) parse decides.
+    """
+    if not isinstance(parsed, dict):
+        return -1
+    total = len(parsed)
+    for value in parsed.values():
+        if isinstance(value, dict):
+            total += len(value)
+        elif isinstance(value, list):
+            total += sum(len(item) for item in value if isinstance(item, dict))
+    return total

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     register_websocket(app, service)
     app.register_blueprint(_docs_assets())
     _install_hooks(app, settings.serve.access_log)
+    app.wsgi_app = _close_when_body_unread(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -125,7 +126,8 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        _drain_body(current_app.config["MAX_CONTENT_LENGTH"] * DRAIN_FACTOR)
+        if not _drain_body(current_app.config["MAX_CONTENT_LENGTH"] * DRAIN_FACTOR):
+            request.environ[BODY_UNREAD] = True
         response.headers["X-Request-ID"] = g.get("request_id", "")
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", 0)
@@ -163,21 +165,50 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
 
 #: How much of an unread body is read past ``MAX_CONTENT_LENGTH`` before it is left unread.
 DRAIN_FACTOR = 4
+#: WSGI environ key: the request body was left unread, the connection must not be kept.
+BODY_UNREAD = "xgbops.body_unread"
 
 
-def _drain_body(most: int) -> None:
+def _drain_body(most: int) -> bool:
     """Read what the request body still holds (a 404 or 405 with a body, a 413, a refused
     chunked body): gunicorn answers ``Connection: keep-alive`` and then drops a connection
-    that still carries an unread body of some size, so a client's next request on it failed.
-    Read, the connection really can be kept. A body already read costs one empty read."""
+    that still carries more than 64 KiB of unread body, so a client's next request on it
+    failed. Read, the connection really can be kept. A body already read costs one empty read.
+
+    Returns:
+        False if more than ``most`` bytes were left: the connection must be closed.
+    """
     stream = request.environ.get("wsgi.input")
     if stream is None or request.method in ("GET", "HEAD"):
-        return
+        return True
+    if (request.content_length or 0) > most:
+        return False  # known to be too long: reading it only to close anyway is wasted work
     while most > 0:
         chunk = stream.read(min(65536, most))
         if not chunk:
-            return
+            return True
         most -= len(chunk)
+    return not stream.read(1)
+
+
+def _close_when_body_unread(wsgi_app: Any) -> Any:
+    """Answer ``Connection: close`` when a body was left unread, instead of gunicorn's promise
+    to keep a connection it then resets.
+
+    A WSGI app cannot send the hop-by-hop ``Connection`` header itself; gunicorn's response
+    object (whose method ``start_response`` is) takes ``force_close()`` until its headers go
+    out, which is after the app returns. Under another server this does nothing.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        body = wsgi_app(environ, start_response)
+        if environ.get(BODY_UNREAD):
+            force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+            if callable(force_close):
+                force_close()
+        return body
+
+    return app
 
 
 def _parse_json_body() -> None:
