@@ -49,6 +49,9 @@ from api.core.schema import UNKNOWN, RecordSpec
 
 log = structlog.get_logger(__name__)
 
+#: What /ready says when the spool folder cannot be written (the log has the reason).
+SPOOL_UNWRITABLE = "the local spool cannot be written; predictions are served, not yet safe"
+
 
 def registry_follower(settings: Settings) -> RegistryFollower | None:
     """A follower of the registry's champion when it is an MLflow server and the interval is on;
@@ -295,6 +298,10 @@ class PredictionService:
         if not db_ok:
             log.warning("ready.database_down", error=reason)
         checks["database"] = {"ok": db_ok, **({} if db_ok else {"reason": "it does not answer"})}
+        spool_ok, reason = self.writer.spool_ok()
+        if not spool_ok:
+            log.warning("ready.spool_unwritable", error=reason)
+        checks["spool"] = {"ok": spool_ok, **({} if spool_ok else {"reason": SPOOL_UNWRITABLE})}
         checks["history_spooled"] = self.writer.spooled
         ready = all(c["ok"] for c in checks.values() if isinstance(c, dict))
         return ready, {"status": "ready" if ready else "not_ready", "checks": checks}

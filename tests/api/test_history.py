@@ -519,15 +519,17 @@ def test_spool_of_a_dead_process_is_replayed_once(
         earlier.record(record)
     earlier.close()
     dead = spool_dir / "spool-4194304.jsonl"  # above Linux's pid_max: no such live process
-    torn = '{"id": "torn-by-a-cra'
-    dead.write_text("".join(spool_line(r) for r in records) + torn, encoding="utf-8")
+    garbled = '{"id": "not a record"}\n'  # a whole line that is no record: set aside for a human
+    torn = '{"id": "torn-by-a-cra'  # the last write of a killed process: never acknowledged
+    lines = [spool_line(r) for r in records]
+    dead.write_text("".join(lines[:20]) + garbled + "".join(lines[20:]) + torn, encoding="utf-8")
 
     make_writer(migrated_url)
 
     assert wait_for(lambda: not dead.exists() and spool_files(spool_dir) == [])
     assert Counter(stored_ids(migrated_url)) == Counter(r.id for r in records)
     rejected = (spool_dir / "rejected.jsonl").read_text().splitlines()
-    assert [json.loads(line)["record"] for line in rejected] == [torn]
+    assert [json.loads(line)["record"] for line in rejected] == [garbled]
 
 
 def test_spool_of_a_live_process_is_left_to_it(

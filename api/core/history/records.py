@@ -70,6 +70,7 @@ class PredictionBatch:
 
 Pending = PredictionRecord | PredictionBatch
 FIELDS: Final = tuple(f.name for f in fields(PredictionRecord))
+BATCH_FIELDS: Final = tuple(f.name for f in fields(PredictionBatch))
 #: A checked record ready to insert: the values of ``FIELDS`` in order, ``created_at`` aware
 #: UTC and ``input`` already JSON text (serialised once, by orjson).
 Row = tuple[Any, ...]
@@ -188,16 +189,21 @@ def jsonable(row: Row) -> dict[str, Any]:
     return values
 
 
-def from_json(line: bytes) -> PredictionRecord:
-    """A record from one spool line.
+def from_json(line: bytes) -> PredictionRecord | PredictionBatch:
+    """A record from one spool line, or a request's predictions from one journal line.
 
     Raises:
-        ValueError, TypeError: the line is not a record (e.g. torn by a crash).
+        ValueError, TypeError: the line is neither (e.g. torn by a crash).
     """
     data = json.loads(line)
-    if not isinstance(data, dict) or set(data) != set(FIELDS):
-        raise ValueError(f"expected the fields {', '.join(FIELDS)}")
-    return PredictionRecord(**{**data, "created_at": datetime.fromisoformat(data["created_at"])})
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    created_at = datetime.fromisoformat(data.get("created_at", ""))
+    if set(data) == set(FIELDS):
+        return PredictionRecord(**{**data, "created_at": created_at})
+    if set(data) == set(BATCH_FIELDS):
+        return PredictionBatch(**{**data, "created_at": created_at})
+    raise ValueError(f"expected the fields {', '.join(FIELDS)}")
 
 
 def from_row(row: RowMapping) -> PredictionRecord:

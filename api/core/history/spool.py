@@ -15,10 +15,13 @@ from typing import IO, Any, Final
 import orjson
 import structlog
 
+from api.core.history.journal import JOURNAL_GLOB
 from api.core.history.records import Row, jsonable
 
 REJECTED_FILE: Final = "rejected.jsonl"
-SPOOL_GLOBS: Final = ("spool-*.jsonl", "replay-*.jsonl")
+#: Files holding records to replay: spool files, claimed ones, and journal segments (whose
+#: process may have died: see :mod:`.journal`).
+SPOOL_GLOBS: Final = ("spool-*.jsonl", "replay-*.jsonl", JOURNAL_GLOB)
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +31,9 @@ class Spool:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._own: IO[str] | None = None
+        self._own: IO[bytes] | None = None
+        #: The operating system's message if the last append failed (a full disk, say).
+        self.error: str | None = None
 
     def append(self, rows: list[Row]) -> str:
         """Append ``rows`` to this process's file and fsync it; returns the file's name.
@@ -36,12 +41,25 @@ class Spool:
         Raises:
             OSError: the rows could not be made durable.
         """
-        lines = "".join(orjson.dumps(jsonable(row)).decode() + "\n" for row in rows)
-        handle = self._own or self._open_own()
-        handle.write(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
-        return Path(handle.name).name
+        lines = b"".join(
+            orjson.dumps(jsonable(row), option=orjson.OPT_APPEND_NEWLINE) for row in rows
+        )
+        try:
+            handle = self._own or self._open_own()
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                view = memoryview(lines)
+                while view:
+                    view = view[handle.write(view) or 0 :]
+                os.fsync(handle.fileno())
+            except OSError:
+                os.ftruncate(handle.fileno(), size)  # no torn line for the next append to follow
+                raise
+        except OSError as exc:
+            self.error = str(exc)
+            raise
+        self.error = None
+        return Path(str(handle.name)).name
 
     def release(self) -> None:
         """Close (and unlock) this process's file: from now on any process may replay it."""
@@ -54,9 +72,13 @@ class Spool:
         return sorted(path for pattern in SPOOL_GLOBS for path in self.folder.glob(pattern))
 
     def count(self) -> int:
-        """Records in all spool files."""
+        """Lines waiting for the database in spool and claimed files (a claimed journal's line
+        holds one request's predictions). Journals of living processes are not counted: what
+        they hold is still on its way."""
         total = 0
         for path in self.files():
+            if path.match(JOURNAL_GLOB):
+                continue
             try:
                 total += count_lines(path)
             except FileNotFoundError:
@@ -81,13 +103,13 @@ class Spool:
         except OSError as exc:
             log.error("history.reject_failed", records=len(entries), error=str(exc))
 
-    def _open_own(self) -> IO[str]:
+    def _open_own(self) -> IO[bytes]:
         """Open and lock this process's file; the lock tells others that its process lives."""
         pid = os.getpid()
         names = (f"spool-{pid}.jsonl", f"spool-{pid}-{uuid.uuid4().hex[:8]}.jsonl")
         for name in names:  # the second name if another process is replaying the first
             path = self.folder / name
-            handle = path.open("a", encoding="utf-8")
+            handle = path.open("ab", buffering=0)
             if try_lock(handle) and same_file(handle, path):
                 self._own = handle
                 return handle

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +25,7 @@ from api.core.history.records import (
     readable,
     to_row,
 )
+from api.core.history.journal import Journal, Segment, journal_line
 from api.core.history.spool import Spool, claim
 from api.core.history.store import (
     create_engine_for,
@@ -36,13 +37,17 @@ from api.core.history.store import (
 
 log = structlog.get_logger(__name__)
 
+#: What the writer thread acts on in queue order: a flush() waiting, a journal segment to delete.
+_Marker = threading.Event | Segment
+
 
 class HistoryWriter:
     """Buffers records and writes them in batches from one background thread per process.
 
     Records are durable once in the database or in ``spool_dir``; the spool also receives the
-    files of processes that died with records in it. Call :meth:`close` when the process ends
-    (e.g. gunicorn's ``worker_exit``): records still only in memory are lost on a hard exit.
+    files of processes that died with records in it. Until then they are in this process's
+    journal (:mod:`.journal`), so a process killed outright loses none it acknowledged. Call
+    :meth:`close` when the process ends (e.g. gunicorn's ``worker_exit``).
     """
 
     def __init__(
@@ -61,7 +66,7 @@ class HistoryWriter:
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._retry_interval = retry_interval
-        self._queue: deque[Pending | threading.Event] = deque()
+        self._intake = _Intake(self._spool.folder)
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -95,12 +100,21 @@ class HistoryWriter:
         log.info("history.writer_started", spool_dir=str(self._spool.folder))
 
     def record(self, record: PredictionRecord) -> None:
-        """Queue one record; never blocks on the database and never raises for its trouble."""
-        self._queue.append(record)
+        """Journal and queue one record; never blocks on the database, never raises."""
+        self._intake.add(record)
 
     def record_batch(self, batch: PredictionBatch) -> None:
-        """Queue the predictions of one request; never blocks, never raises."""
-        self._queue.append(batch)
+        """Journal and queue the predictions of one request; never blocks, never raises."""
+        self._intake.add(batch)
+
+    def spool_ok(self) -> tuple[bool, str]:
+        """Whether the last write to the spool folder (journal or spool) succeeded.
+
+        Returns:
+            ``(True, "ok")``, or ``(False, reason)`` with the operating system's message.
+        """
+        error = self._intake.error or self._spool.error
+        return (False, error) if error else (True, "ok")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record queued so far is in the database or in the spool.
@@ -109,9 +123,9 @@ class HistoryWriter:
             True if that happened within ``timeout`` seconds.
         """
         if not self._running():
-            return not self._queue
+            return not self._intake.queue
         done = threading.Event()
-        self._queue.append(done)
+        self._intake.queue.append(done)
         self._wake.set()
         return done.wait(timeout)
 
@@ -123,8 +137,8 @@ class HistoryWriter:
             self._wake.set()
             thread.join(timeout)
             if thread.is_alive():
-                log.error("history.close_timeout", queued=len(self._queue))
-        elif self._queue and self._pid == os.getpid():
+                log.error("history.close_timeout", queued=len(self._intake.queue))
+        elif self._intake.queue and self._pid == os.getpid():
             # Never started in this process: write what was queued here rather than lose it.
             self._spool.folder.mkdir(parents=True, exist_ok=True)
             self._run()
@@ -155,6 +169,7 @@ class HistoryWriter:
     def _after_fork(self) -> None:
         self._engine.dispose(close=False)  # the parent's pooled connections are the parent's
         self._spool.release()  # the lock stays with the parent, which still holds the file
+        self._intake.after_fork()
         self._wake = threading.Event()
         self._thread = None
         self._pid = os.getpid()
@@ -167,8 +182,8 @@ class HistoryWriter:
         self._guarded(self._cycle)
         if self._online and self._spool.files():
             self._guarded(self._replay_spools)
-        if self._queue:
-            log.error("history.unwritten_at_close", records=len(self._queue))
+        if self._intake.queue:
+            log.error("history.unwritten_at_close", records=len(self._intake.queue))
         self._spool.release()
         self._engine.dispose()
         log.info("history.writer_stopped")
@@ -182,6 +197,7 @@ class HistoryWriter:
             self._next_retry = time.monotonic() + self._retry_interval
 
     def _cycle(self) -> None:
+        self._intake.rotate()
         self._write_queued()
         now = time.monotonic()
         if now >= self._next_retry:
@@ -191,7 +207,9 @@ class HistoryWriter:
     def _write_queued(self) -> None:
         while batch := self._take_batch():
             if not self._store(batch):
-                self._queue.extendleft(reversed(batch))  # not durable: keep, retry next cycle
+                self._intake.queue.extendleft(
+                    reversed(batch)
+                )  # not durable: keep, retry next cycle
                 return
 
     def _take_batch(self) -> list[Pending]:
@@ -200,7 +218,7 @@ class HistoryWriter:
         rows = 0
         while rows < self._max_batch:
             try:
-                item = self._queue.popleft()
+                item = self._intake.queue.popleft()
             except IndexError:
                 break
             if isinstance(item, PredictionRecord):
@@ -209,15 +227,23 @@ class HistoryWriter:
             elif isinstance(item, PredictionBatch):
                 batch.append(item)
                 rows += len(item)
-            elif batch:  # a flush() marker waits until the records before it are durable
-                self._queue.appendleft(item)
+            elif batch:  # a marker waits until the records before it are durable
+                self._intake.queue.appendleft(item)
                 break
+            elif isinstance(item, Segment):
+                Journal.retire(item)
             else:
                 item.set()
         return batch
 
     def _store(self, batch: list[Pending]) -> bool:
         """Insert or spool ``batch``; False if neither worked (the caller keeps it queued)."""
+        rows = self._checked_rows(batch)
+        left = self._write_rows(rows) if rows and self._online else rows
+        return not left or self._spool_rows(left)
+
+    def _checked_rows(self, batch: Iterable[Pending]) -> list[Row]:
+        """The rows of ``batch``; records that can never be stored go to the rejected file."""
         rows: list[Row] = []
         invalid: list[tuple[Any, str]] = []
         for item in batch:
@@ -234,8 +260,7 @@ class HistoryWriter:
                     invalid.append((fields_of(record), str(exc)))
         if invalid:
             self._spool.reject(invalid)
-        left = self._write_rows(rows) if rows and self._online else rows
-        return not left or self._spool_rows(left)
+        return rows
 
     def _write_rows(self, rows: list[Row]) -> list[Row]:
         """Insert ``rows`` in one transaction; returns the rows to keep for a later attempt."""
@@ -319,9 +344,14 @@ class HistoryWriter:
     def _read_spool(self, handle: IO[bytes]) -> Iterator[list[Row]]:
         rows: list[Row] = []
         for line in handle:
+            if not line.endswith(b"\n"):
+                # The last line of a process killed while writing it: it was never
+                # acknowledged (the write had not returned), so there is nothing to keep.
+                log.info("history.torn_line_skipped", bytes=len(line))
+                continue
             try:
-                rows.append(to_row(from_json(line)))
-            except (TypeError, ValueError, KeyError) as exc:  # e.g. a line torn by a crash
+                rows.extend(self._checked_rows([from_json(line)]))
+            except (TypeError, ValueError, KeyError) as exc:
                 entry = (line.decode("utf-8", "replace"), f"unreadable spool line: {exc}")
                 self._spool.reject([entry])
                 continue
@@ -330,3 +360,47 @@ class HistoryWriter:
                 rows = []
         if rows:
             yield rows
+
+
+class _Intake:
+    """What the request path hands the writer: journaled, then queued, under one lock so the
+    journal's segments and the queue keep the same order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.queue: deque[Pending | _Marker] = deque()
+        self.journal = Journal(folder)
+        #: The operating system's message if the last journal append failed.
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def add(self, item: Pending) -> None:
+        """Journal ``item`` (if the disk takes it), then queue it; never raises."""
+        line = journal_line(item)
+        with self._lock:
+            if line is not None:
+                self._append(line)
+            self.queue.append(item)
+
+    def rotate(self) -> None:
+        """End the journal segment: it is deleted once what was queued before it is durable."""
+        with self._lock:
+            segment = self.journal.rotate()
+            if segment is not None:
+                self.queue.append(segment)
+
+    def after_fork(self) -> None:
+        """Leave the parent's segment to the parent; a fresh lock (the parent's may be held)."""
+        self.journal.forget()
+        self._lock = threading.Lock()
+
+    def _append(self, line: bytes) -> None:
+        try:
+            self.journal.append(line)
+        except OSError as exc:
+            if self.error is None:
+                log.error("history.journal_failed", folder=str(self.journal.folder), error=str(exc))
+            self.error = str(exc)
+            return
+        if self.error is not None:
+            log.info("history.journal_recovered", folder=str(self.journal.folder))
+            self.error = None
