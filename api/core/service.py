@@ -340,7 +340,8 @@ def spool_dir(settings: Settings) -> Path:
     """Where unwritten history waits: one folder per database, so a spool is only ever
     replayed into the database it was meant for."""
     digest = hashlib.sha256(settings.history_url.encode()).hexdigest()[:16]
-    return settings.state_path / "spool" / digest
+    folder = settings.serve.spool_dir
+    return (settings.resolve(folder) if folder else settings.state_path / "spool") / digest
 
 
 def new_request_id(header: str | None) -> str:

@@ -272,6 +272,10 @@ class ServeSettings(_Strict):
     history_flush_interval: float = Field(default=0.2, gt=0)
     #: Store every prediction in the history (off only to measure what recording costs).
     record_predictions: bool = True
+    #: Folder of the journal and the spool (predictions not yet in the database); relative to
+    #: the project. Unset: ``spool`` in the state folder. A volume of its own keeps a full disk
+    #: elsewhere from stopping it; when it cannot be written, /ready answers 503.
+    spool_dir: Path | None = None
     #: One log line per request (method, path, status, duration_ms, request_id, remote_addr),
     #: written by the app at INFO; the servers' own access logs stay off.
     access_log: bool = True

@@ -167,10 +167,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 class TcpProxy:
-    """Forwards a local port to PostgreSQL; can drop every connection and refuse new ones."""
+    """Forwards a local port to PostgreSQL; can drop every connection and refuse new ones, or
+    hold every chunk it forwards for ``latency`` seconds (a slow network or a loaded server)."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
+        self.latency = 0.0
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -224,6 +226,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self.latency:
+                    time.sleep(self.latency)
                 sink.sendall(data)
         except OSError:
             pass

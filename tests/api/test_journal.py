@@ -14,15 +14,15 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
 from api.core.history import HistoryWriter, PredictionBatch
 from api.core.history.journal import Journal, journal_line
 from api.core.history.records import from_json
 from tests.api import test_history as history_tests
+from tests.api.conftest import fill_disk
 from tests.api.test_history import REPO, make_record, stored_ids, wait_for
 
 # The history tests' fixtures, shared rather than copied.
@@ -126,41 +126,13 @@ def test_a_journal_line_reads_back_as_the_batch_it_was(tmp_path: Path) -> None:
     assert not segment.path.exists()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs: a disk that fills up for real."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    reason = "mounting a tmpfs needs root (a full disk is simulated with a real one)"
-    if os.geteuid() != 0:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; CI=true requires it")
-        pytest.skip(reason)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    with filler.open("wb", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
-
-
 def test_a_full_disk_is_reported_not_raised_and_records_still_reach_the_database(
     migrated_url: str, tiny_disk: Path
 ) -> None:
     writer = HistoryWriter(migrated_url, tiny_disk / "spool", flush_interval=0.05)
     writer.start()
     try:
-        filler = _fill(tiny_disk)
+        filler = fill_disk(tiny_disk)
         full = [make_record(i) for i in range(20)]
         for record in full:
             writer.record(record)  # must not raise
