@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket, WebS
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from api.core import errors, metrics
+from api.core import errors, links, metrics
+from api.core.links import responses_with_links
 from api.core.body import read_json
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.retrain import JOB_ID_PARAMETER
@@ -99,7 +100,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     @api.post(
         "/predict",
         response_model=PredictResponse,
-        responses=ERRORS,
+        responses={**ERRORS, **responses_with_links(200, links.PREDICT_LINKS)},
         tags=["predict"],
         openapi_extra=body_ref(record.__name__),
     )
@@ -110,7 +111,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     @api.post(
         "/api/v1/predict",
         response_model=PredictResponse,
-        responses=ERRORS,
+        responses={**ERRORS, **responses_with_links(200, links.PREDICT_LINKS)},
         tags=["v1"],
         openapi_extra=body_ref(record.__name__),
     )
@@ -121,7 +122,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     @api.post(
         "/predict/batch",
         response_model=BatchResponse,
-        responses=ERRORS,
+        responses={**ERRORS, **responses_with_links(200, links.BATCH_LINKS)},
         tags=["predict"],
         openapi_extra=body_ref("Batch"),
     )
@@ -157,6 +158,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
             403: {"model": ErrorBody, "description": "wrong token or disabled"},
             409: {"model": ErrorBody, "description": "a job is running"},
             429: {"model": ErrorBody, "description": "rate limited"},
+            **responses_with_links(202, links.RETRAIN_LINKS),
         },
     )
     def retrain(request: Request, response: Response, service: ServiceDep) -> dict[str, Any]:

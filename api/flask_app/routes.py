@@ -10,7 +10,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from webargs.flaskparser import FlaskParser
 
-from api.core import metrics
+from api.core import links, metrics
+from api.core.links import responses_with_links
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.retrain import JOB_ID_PARAMETER
 from api.core.schema import RecordSpec
@@ -64,6 +65,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @scoring.arguments(record, example=spec.example())
         @scoring.alt_response(200, schema=PredictResponseSchema, description="the prediction")
+        @scoring.doc(responses=responses_with_links(200, links.PREDICT_LINKS))
         @scoring.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
         @_body_errors(scoring)
         @scoring.alt_response(503, schema=ErrorBodySchema, description="no champion loaded")
@@ -79,6 +81,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             requestBody={"required": True, "content": {"application/json": {"schema": batch}}}
         )
         @scoring.alt_response(200, schema=BatchResponseSchema, description="the predictions")
+        @scoring.doc(responses=responses_with_links(200, links.BATCH_LINKS))
         @scoring.alt_response(
             422, schema=ErrorBodySchema, description="invalid records.<i>.<field>"
         )
@@ -95,6 +98,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @legacy.arguments(record, example=spec.example())
         @legacy.alt_response(200, schema=PredictResponseSchema, description="the prediction")
+        @legacy.doc(responses=responses_with_links(200, links.PREDICT_LINKS))
         @legacy.alt_response(422, schema=ErrorBodySchema)
         @_body_errors(legacy)
         def post(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +126,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
 
         @retraining.doc(security=[{"bearer": []}])
         @retraining.response(202, description="job accepted; follow it at /retrain/<job_id>")
+        @retraining.doc(responses=responses_with_links(202, links.RETRAIN_LINKS))
         @retraining.alt_response(401, schema=ErrorBodySchema, description="no bearer token")
         @retraining.alt_response(403, schema=ErrorBodySchema, description="wrong token or disabled")
         @retraining.alt_response(409, schema=ErrorBodySchema, description="a job is running")

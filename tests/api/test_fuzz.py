@@ -7,7 +7,8 @@
    documented-invalid ones refused (so the documents describe the requests as precisely as the
    responses); every 4xx in the one error shape ``{"error", "message", "detail"}``; no answer
    giving away driver or SQL text, a traceback, a path or a setting; and every prediction the
-   fuzzer was served stored exactly once.
+   fuzzer was served stored exactly once. A stateful run then chains calls along the documented
+   links (a prediction, its feedback, its model version's history) under the same checks.
 2. A Hypothesis property over records built from the dataset configuration: valid records are
    scored, every mutation is refused with 422 naming exactly the mutated fields, unreadable
    bodies get 400/413/415, and Flask and FastAPI answer alike, status and body.
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +299,99 @@ def test_schemathesis_fuzz_of_each_apps_openapi_document(
                 break
             time.sleep(0.2)
         assert len(run.served) == len(set(run.served)), "an id was handed out twice"
+        assert sorted(counts) == sorted(run.served), "served predictions missing from the history"
+        assert set(counts.values()) == {1}, "a prediction stored more than once"
+
+
+#: The links each app documents (api/core/links.py), as schemathesis names a transition.
+LINKS = {"SendFeedback", "ReadHistory"}
+
+
+@_timeout(seconds_per_example=4)
+@pytest.mark.parametrize("app", ["flask", "fastapi"])
+def test_stateful_fuzz_follows_the_links_from_a_prediction(
+    store: tuple[str, dict[str, Server], str | None],
+    app: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Schemathesis' state machine chains calls along the documented links: a prediction, then
+    feedback for the id it handed out and the history of its model version; the same checks
+    as above on every step, and every link followed with a value from a real answer."""
+    store_name, servers, database_url = store
+    server = servers[app]
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=CONFIG, timeout=30)
+    run = FuzzRun(app)
+    followed: Counter[tuple[str, int]] = Counter()
+    checks = [getattr(schemathesis.checks, name) for name in CHECKS]
+    session = requests.Session()
+    session.hooks["response"].append(run.count)
+
+    class Scenario(schema.as_state_machine()):  # type: ignore[misc]
+        """The generated machine, calling the real server and collecting failures."""
+
+        def step(self, input: Any) -> Any:  # pylint: disable=redefined-builtin
+            output = super().step(input)
+            if input.transition is not None and input.is_applied:
+                # "POST /predict -> [200] SendFeedback -> POST /feedback": the link's name
+                name = input.transition.id.split("] ", 1)[-1].split(" -> ", 1)[0]
+                followed[(name, output.response.status_code)] += 1
+            return output
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": server.url, "session": session, "timeout": 30}
+
+        def validate_response(
+            self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            if case.path == "/metrics":
+                return  # Prometheus text: checked by the stateless run above
+            label = f"{case.method.upper()} {case.path}"
+            run.cases[(label, "stateful")] = run.cases.get((label, "stateful"), 0) + 1
+            try:
+                case.validate_response(
+                    response,
+                    checks=checks,
+                    additional_checks=[error_contract, no_internals],
+                    transport_kwargs=kwargs,
+                )
+            except FailureGroup as group:
+                for failure in group.exceptions:
+                    run.found((label, "stateful", failure.title), failure.message, case, response)
+
+    started = time.monotonic()
+    try:
+        Scenario.run(
+            settings=settings(
+                max_examples=EXAMPLES,
+                stateful_step_count=6,
+                derandomize=True,  # the same scenarios every run: the link assertion never flakes
+                deadline=None,
+                database=None,
+                verbosity=Verbosity.quiet,
+                suppress_health_check=list(HealthCheck),
+            )
+        )
+    finally:
+        session.close()
+    elapsed = time.monotonic() - started
+
+    with capsys.disabled():
+        steps = ", ".join(
+            f"{name} -> {status}: {n}" for (name, status), n in sorted(followed.items())
+        )
+        print(f"\n{app} on {store_name}, stateful: {run.sent} requests, {elapsed:.1f} s; {steps}")
+    if run.findings:
+        pytest.fail(run.report(), pytrace=False)
+    followed_ok = {name for (name, status), _ in followed.items() if status == 200}
+    assert LINKS <= followed_ok, f"links never followed to a 200: {LINKS - followed_ok}"
+    if database_url is not None:
+        assert run.served, "the stateful run was never served a prediction"
+        deadline, counts = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:
+            counts = stored_times(database_url, run.served)
+            if len(counts) == len(set(run.served)):
+                break
+            time.sleep(0.2)
         assert sorted(counts) == sorted(run.served), "served predictions missing from the history"
         assert set(counts.values()) == {1}, "a prediction stored more than once"
 
