@@ -14,8 +14,9 @@ REPORTS := reports
 PLATFORM_LOCK := requirements/platform.txt
 EXTRA_LOCKS := serve train monitoring
 DEV_LOCK := requirements/dev.txt
-SRC := src/xgbops api
-CHECKED := src api tests
+# benchmarks/ and tools/ (run by make targets and tests) are linted and typed like src/ and api/.
+SRC := src/xgbops api benchmarks tools docs/hooks
+CHECKED := src api tests benchmarks tools docs/hooks
 # The embedded default: MLflow on a SQLite file under .xgbops/ (what xgbops.config derives).
 MLFLOW_UI_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/.xgbops/mlflow.db)
 MLFLOW_UI_PORT ?= 5000
@@ -54,7 +55,7 @@ REPORT_WINDOW ?= 30d
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
 	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
-	bench fuzz mlflow-ui watch \
+	bench bench-test fuzz mlflow-ui watch \
 	docker-build docker-bake docker-smoke docker-push container-deps container-test up down platform-check sonar sonar-gate notify \
 	monitor-setup monitor-sync monitor-system monitor-follow drift monitor-report kibana-import \
 	system-deps clean distclean
@@ -157,9 +158,23 @@ openapi: install-runtime ## Write the Flask app's OpenAPI document to api/openap
 postman: openapi ## Regenerate api/postman_collection.json from the OpenAPI document (needs npx)
 	npx --yes openapi-to-postmanv2@6.3.3 -s api/openapi.json -o api/postman_collection.json -p -O folderStrategy=Tags
 
-bench: install ## Flask vs FastAPI vs `mlflow models serve` on the champion (needs wrk); reports/bench.json
+# The manual: docs/ + mkdocs.yml. Its reference pages are generated at build time (docs/hooks/)
+# from the settings model, the app's OpenAPI document and this Makefile.
+.PHONY: docs docs-build
+DOCS_ADDR ?= 127.0.0.1:8002
+
+docs: install ## Serve the manual (MkDocs) on DOCS_ADDR (127.0.0.1:8002), rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
+
+docs-build: install ## Build the manual into site/ (mkdocs build --strict: a warning fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+bench: install ## Flask and FastAPI vs their hello-worlds and `mlflow models serve` (needs wrk); reports/bench.json
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu) or brew install wrk"; exit 2; }
-	$(BIN)/python -m tests.bench.bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.serving $(BENCH_ARGS)
+
+bench-test: install ## The serving benchmark end to end in its quick mode, checked (about 2 minutes; .ci/run runs it)
+	$(BIN)/pytest tests/test_benchmarks.py -m bench --no-cov -p no:cacheprovider -q
 
 fuzz: install ## schemathesis + hypothesis against both apps, >= 10,000 requests
 	XGBOPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/api/test_fuzz.py -p no:cacheprovider --no-cov -q

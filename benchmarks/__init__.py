@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): scripts that measure the platform, results in ``reports/``."""

@@ -1,23 +1,31 @@
-"""Serving benchmark: the Flask and FastAPI apps against ``mlflow models serve``, on loopback.
+"""Serving benchmark: the Flask and FastAPI apps against their frameworks' hello-world apps and
+``mlflow models serve``, on loopback, in one run.
 
 Run from the repository root (``make bench``)::
 
-    .venv/bin/python -m tests.bench.bench [--duration 10] [--workers 2] [--strict]
+    .venv/bin/python -m benchmarks.serving [--duration 10] [--workers 2] [--strict] [--quick]
 
-One run makes sure a champion is exported, then, one server at a time (so that neither the cold
-starts nor the loads compete for the two cores): starts it on a free port with the same number
-of workers, times its cold start (process start to the first 200 on its predict endpoint with the
-real payload), checks its answer, drives it with ``wrk`` at 1 and 8 connections, reads the RSS of
-its worker processes, times ``/predict/batch`` (our apps only) and stops it. Finally the batch
-rows/s are compared with the booster called in-process, every number is compared with MLflow's
-and the results are printed as one markdown table and written to ``reports/bench.json``.
+One run makes sure a champion is exported, then starts, one after the other, on free ports and
+with the same number of workers: a Flask hello-world and a FastAPI hello-world under the
+project's own gunicorn and uvicorn invocations (:mod:`benchmarks.hello`), the Flask app with and
+without prediction recording, the FastAPI app (both recording into their own database) and
+``mlflow models serve`` of the same champion. Each start is timed (process start to the first
+200 on its predict endpoint with the real payload, ``--cold-starts`` times, the last start
+stays up), its answer checked and it is warmed up at 8 connections.
 
-What recording costs is measured apart, because the machine's speed drifts by tens of percent
-within minutes: the Flask app with and without recording run side by side, and ``wrk`` drives
-them at one connection in short alternating slices (A B B A ...), so both see the same machine.
+The machine's speed drifts by tens of percent within minutes, so the loads take turns: at 1 and
+then at 8 connections, ``wrk`` drives each server for one second, one after the other, in
+alternating order (A B C ..., then ... C B A), until each had about ``--duration`` seconds. A
+server's slices are merged (all requests over all the time, percentiles of every request), so
+every ratio compares servers that saw the same machine. Then the RSS of each server's worker
+processes is read, ``/predict/batch`` is timed on our apps one request at a time (one worker
+busy: rows/s per worker), the servers are stopped, the batch rows/s are compared with the
+booster called in-process, every number is compared with MLflow's (targets) and with the
+hello-world of the same framework (the project's goals), and the results are printed as one
+markdown table plus the goals, and written to ``reports/bench.json``.
 
-Exit status: 0, or 1 when a server failed to start (or, with ``--strict``, when a target failed
-or the probabilities differ).
+Exit status: 0, or 1 when a server failed to start (or, with ``--strict``, when a target
+failed, a goal was missed or the probabilities differ).
 """
 
 from __future__ import annotations
@@ -27,20 +35,21 @@ import csv
 import json
 import math
 import os
-import re
 import resource
 import shutil
 import signal
 import socket
 import sqlite3
 import statistics
-import subprocess
+import subprocess  # nosec B404 - starts the servers and our own CLI, fixed commands
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -51,25 +60,56 @@ import psutil
 from xgbops.config import Settings, load_settings
 from xgbops.predict import Predictor
 
+from benchmarks import hello
+from benchmarks.load import (
+    JSON_HEADERS,
+    LOADS,
+    BatchResult,
+    WrkResult,
+    merge_runs,
+    run_wrk,
+    time_batch,
+    time_in_process,
+    write_lua,
+)
+from benchmarks.report import (
+    OURS,
+    Outcome,
+    RssReport,
+    ServerResult,
+    WorkerRss,
+    git_state,
+    hello_of,
+    judge,
+    print_details,
+    print_goals,
+    render_table,
+    write_json,
+)
+
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[2]
-OURS = ("flask", "fastapi")
-#: "flask-unrecorded" is the Flask app with prediction recording off: the cost of recording.
-ALL_SERVERS = ("flask", "fastapi", "mlflow", "flask-unrecorded")
-#: name -> (connections, wrk threads)
-LOADS: dict[str, tuple[int, int]] = {"c1": (1, 1), "c8": (8, 2)}
-WARMUP_S = 2
-#: Alternating c1 slices of the recording-cost measurement: each server gets this many.
-RECORDING_SLICES = 8
+REPO = Path(__file__).resolve().parents[1]
+#: In start order, which is also the order of the load slices. "flask-unrecorded" is the Flask
+#: app with prediction recording off: the cost of recording.
+ALL_SERVERS = (
+    hello_of("flask"),
+    "flask",
+    "flask-unrecorded",
+    hello_of("fastapi"),
+    "fastapi",
+    "mlflow",
+)
+#: Seconds of one load slice (wrk runs whole seconds).
+SLICE_S = 1
 BUSY_CPU_PCT = 25.0
 IN_PROCESS_REPEATS = 15
 POLL_S = 0.02
 STOP_TIMEOUT_S = 30.0
-PROBABILITY_TOLERANCE = 1e-6
-JSON_HEADERS = {"Content-Type": "application/json"}
 #: Processes that are part of a server's tree but serve no request.
 HELPER_MARKERS = ("resource_tracker", "semaphore_tracker", "forkserver")
 MB = 1024 * 1024
+#: What ``--quick`` sets: every measurement once, briefly (a test runs it end to end).
+QUICK = {"duration": 1.0, "warmup": 1.0, "cold_starts": 1, "batch_repeats": 10}
 
 
 class ServerStartError(RuntimeError):
@@ -78,118 +118,6 @@ class ServerStartError(RuntimeError):
 
 #: What may go wrong while measuring one server; the others are still measured.
 BENCH_ERRORS = (RuntimeError, ValueError, httpx.HTTPError, subprocess.TimeoutExpired)
-
-
-# -- results ---------------------------------------------------------------------------------
-
-
-@dataclass
-class WrkResult:
-    """What one wrk run reported."""
-
-    connections: int
-    threads: int
-    duration_s: float
-    requests: int
-    requests_per_s: float
-    p50_ms: float
-    p75_ms: float
-    p90_ms: float
-    p99_ms: float
-    non_2xx: int
-    socket_errors: dict[str, int]
-
-    @property
-    def errors(self) -> int:
-        """Non-2xx/3xx answers plus socket errors (connect, read, write, timeout)."""
-        return self.non_2xx + sum(self.socket_errors.values())
-
-
-@dataclass
-class WorkerRss:
-    """Memory of one process counted as a worker."""
-
-    pid: int
-    name: str
-    cmdline: str
-    rss_mb: float
-    uss_mb: float | None
-
-
-@dataclass
-class RssReport:
-    """Worker processes of one server and their memory, plus the whole tree's total."""
-
-    workers: list[WorkerRss]
-    per_worker_mb: float
-    tree_total_mb: float
-    #: The other processes of the tree (master, supervisor, CLI, resource tracker): not counted.
-    others: list[WorkerRss]
-
-
-@dataclass
-class BatchResult:
-    """Timings of ``/predict/batch`` (or of the in-process call) on the same records."""
-
-    records: int
-    seconds: list[float]
-    rows_per_s: float  # from the median time
-
-
-@dataclass
-class ServerResult:
-    """Everything measured on one server."""
-
-    name: str
-    command: list[str]
-    url: str
-    cold_start_s: float | None = None  # median of cold_starts_s
-    cold_starts_s: list[float] = field(default_factory=list)
-    probability: float | None = None
-    loads: dict[str, WrkResult] = field(default_factory=dict)
-    #: CPU time of the server's processes during each load, per answered request.
-    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
-    #: Cores busy with anything but the server, wrk and the bench during each load.
-    other_load_cores: dict[str, float] = field(default_factory=dict)
-    rss: RssReport | None = None
-    rss_after_batch: RssReport | None = None
-    batch: BatchResult | None = None
-    history_rows: int | None = None
-    #: Predictions the server answered for sure (warm-up, loads, batches, first 200): the
-    #: history should hold at least these (plus up to one request in flight per connection).
-    history_expected_min: int | None = None
-    #: System-wide CPU use just before the server started; high means another load interfered.
-    background_cpu_pct: float | None = None
-    #: c1 requests/s with recording over without, measured side by side (flask only).
-    recording_ratio: float | None = None
-    error: str | None = None
-
-
-@dataclass
-class Target:
-    """One target of one server, with the measured value and the verdict."""
-
-    server: str
-    name: str
-    value: float | None
-    threshold: float
-    higher_is_better: bool
-
-    @property
-    def passed(self) -> bool:
-        """True when the value exists and meets the threshold."""
-        if self.value is None or math.isnan(self.value):
-            return False
-        if self.higher_is_better:
-            return self.value >= self.threshold
-        return self.value <= self.threshold
-
-    @property
-    def verdict(self) -> str:
-        """PASS, FAIL, or n/a when it could not be measured."""
-        if self.value is None:
-            return "n/a"
-        return "PASS" if self.passed else "FAIL"
 
 
 @dataclass
@@ -214,15 +142,18 @@ class ServerSpec:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options; ``--quick`` overrides the ones in :data:`QUICK`."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.bench", description=__doc__.split("\n\n", maxsplit=1)[0]
+        prog="python -m benchmarks.serving", description=__doc__.split("\n\n", maxsplit=1)[0]
     )
     parser.add_argument("--workers", type=int, default=2, help="workers per server (default 2)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of load per server and load"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up at c8")
     parser.add_argument("--database-url", default=None, help="history DB for both apps")
-    parser.add_argument("--batch-size", type=int, default=10_000, help="records per batch")
-    parser.add_argument("--batch-repeats", type=int, default=3, help="timed batch requests")
+    parser.add_argument("--batch-size", type=int, default=1_000, help="records per batch")
+    parser.add_argument("--batch-repeats", type=int, default=30, help="timed batch requests")
     parser.add_argument(
         "--cold-starts", type=int, default=3, help="cold starts per server (median reported)"
     )
@@ -230,17 +161,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(ALL_SERVERS),
-        help="comma-separated subset of flask,fastapi,mlflow",
+        help=f"comma-separated subset of {','.join(ALL_SERVERS)}",
     )
     parser.add_argument("--json", type=Path, default=None, help="default: reports/bench.json")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a target fails or a goal is missed"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every measurement, briefly: "
+        + " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in QUICK.items()),
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
     unknown = set(args.servers.split(",")) - set(ALL_SERVERS)
     if unknown:
         parser.error(f"unknown servers: {sorted(unknown)}")
     counts = (args.workers, args.batch_size, args.batch_repeats, args.cold_starts)
-    if min(counts) < 1 or args.duration <= 0:
-        parser.error("--workers, --duration, --batch-*, --cold-starts must be positive")
+    if min(counts) < 1 or min(args.duration, args.warmup) <= 0:
+        parser.error("--workers, --duration, --warmup, --batch-*, --cold-starts must be positive")
     return args
 
 
@@ -345,7 +286,11 @@ def app_state_dir(settings: Settings, root: Path, name: str) -> Path:
 def app_spec(
     name: str, settings: Settings, root: Path, args: argparse.Namespace, body: bytes
 ) -> ServerSpec:
-    """Gunicorn + Flask or uvicorn + FastAPI, prediction history on, private state and DB."""
+    """Gunicorn + Flask or uvicorn + FastAPI, prediction history on, private state and DB.
+
+    ``hello-flask`` and ``hello-fastapi`` are the hello-world apps (:mod:`benchmarks.hello`)
+    under the same server invocation, with the same settings.
+    """
     port = free_port()
     database = args.database_url or f"sqlite:///{root / name}-history.db"
     env = base_env(
@@ -355,15 +300,19 @@ def app_spec(
         DATABASE_URL=database,
         XGBOPS_SERVE__HOST="127.0.0.1",
         XGBOPS_SERVE__WORKERS=str(args.workers),
-        XGBOPS_SERVE__BATCH_LIMIT=str(args.batch_size),
+        XGBOPS_SERVE__BATCH_LIMIT=str(max(args.batch_size, settings.serve.batch_limit)),
     )
-    if name.startswith("flask"):
+    is_hello = name.startswith(hello_of(""))
+    if name.removeprefix(hello_of("")).startswith("flask"):
         command = [str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf"]
+        if is_hello:
+            command.append(f"{hello.__name__}:{hello.create_flask_app.__name__}()")
         env["XGBOPS_SERVE__PORT"] = str(port)
         if name == "flask-unrecorded":
             env["XGBOPS_SERVE__RECORD_PREDICTIONS"] = "false"
     else:
-        command = [str(BIN / "python"), "-m", "api.fastapi_app"]
+        module = hello.__name__ if is_hello else "api.fastapi_app"
+        command = [str(BIN / "python"), "-m", module]
         env["XGBOPS_SERVE__FASTAPI_PORT"] = str(port)
     return ServerSpec(name, command, env, port, "/predict", body, root / f"{name}.log")
 
@@ -397,7 +346,7 @@ def start(spec: ServerSpec) -> tuple[subprocess.Popen[bytes], float]:
     """Start the server in its own session; returns the process and its start time."""
     with spec.log.open("wb") as log:
         started = time.monotonic()
-        process = subprocess.Popen(  # nosec B603 - fixed commands built above
+        process = subprocess.Popen(  # nosec B603 # pylint: disable=consider-using-with
             spec.command,
             cwd=REPO,
             env=spec.env,
@@ -408,8 +357,8 @@ def start(spec: ServerSpec) -> tuple[subprocess.Popen[bytes], float]:
     return process, started
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    """The last lines of a server log."""
+def log_tail(path: Path, lines: int = 80) -> str:
+    """The last lines of a server log (enough to hold a worker's traceback before gunicorn's)."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -482,6 +431,12 @@ def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> N
         print(f"warning: pid {process.pid} survived SIGKILL", file=sys.stderr)
 
 
+def stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """:func:`stop` every process at once (each may take seconds to stop gracefully)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(processes))) as pool:
+        list(pool.map(stop, processes))
+
+
 def probability_of(name: str, answer: Mapping[str, Any]) -> float:
     """The positive-class probability in a server's answer to one record.
 
@@ -496,89 +451,7 @@ def probability_of(name: str, answer: Mapping[str, Any]) -> float:
         raise RuntimeError(f"{name}: no probability in {json.dumps(answer)[:300]}") from exc
 
 
-# -- load, memory, batch ---------------------------------------------------------------------
-
-
-def write_lua(path: Path, body: bytes) -> Path:
-    """A wrk script that POSTs ``body`` as JSON."""
-    text = body.decode("utf-8")
-    level = "="
-    while f"]{level}]" in text:
-        level += "="
-    path.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [{level}[{text}]{level}]\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def to_ms(value: str, unit: str) -> float:
-    """A wrk time (``635.91us``, ``1.2ms``, ``2.00s``) in milliseconds."""
-    return float(value) * _UNITS_MS[unit]
-
-
-def parse_wrk(output: str, connections: int, threads: int) -> WrkResult:
-    """Requests/s, latency percentiles and errors from ``wrk --latency`` output.
-
-    Raises:
-        ValueError: the output lacks the summary (wrk failed).
-    """
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)", output)
-    if not rps or not total:
-        raise ValueError(f"unexpected wrk output:\n{output}")
-    percentiles = {
-        int(m.group(1)): to_ms(m.group(2), m.group(3))
-        for m in re.finditer(r"^\s*(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
-    }
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    socket_errors = dict(
-        zip(
-            ("connect", "read", "write", "timeout"),
-            (int(x) for x in sockets.groups()) if sockets else (0, 0, 0, 0),
-        )
-    )
-    return WrkResult(
-        connections=connections,
-        threads=threads,
-        duration_s=to_ms(total.group(2), total.group(3)) / 1000,
-        requests=int(total.group(1)),
-        requests_per_s=float(rps.group(1)),
-        p50_ms=percentiles.get(50, math.nan),
-        p75_ms=percentiles.get(75, math.nan),
-        p90_ms=percentiles.get(90, math.nan),
-        p99_ms=percentiles.get(99, math.nan),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=socket_errors,
-    )
-
-
-def run_wrk(url: str, lua: Path, connections: int, threads: int, duration: float) -> WrkResult:
-    """One wrk run against ``url``; bounded by ``duration`` + 60 s."""
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--latency",
-        "-s",
-        str(lua),
-        url,
-    ]
-    done = subprocess.run(  # nosec B603 B607 - wrk on loopback
-        command, capture_output=True, text=True, timeout=duration + 60, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
-    return parse_wrk(done.stdout, connections, threads)
+# -- memory and history ----------------------------------------------------------------------
 
 
 def _is_helper(proc: psutil.Process) -> bool:
@@ -633,44 +506,6 @@ def measure_rss(root_pid: int) -> RssReport:
     )
 
 
-def _median_rate(records: int, seconds: list[float]) -> BatchResult:
-    return BatchResult(
-        records, [round(s, 4) for s in seconds], records / statistics.median(seconds)
-    )
-
-
-def time_batch(url: str, body: bytes, records: int, repeats: int) -> BatchResult:
-    """POST the batch once to warm up, then ``repeats`` times; rows/s from the median time.
-
-    Raises:
-        RuntimeError: an answer is not a 200 holding one prediction per record.
-    """
-    seconds = []
-    with httpx.Client(timeout=300.0) as client:
-        for attempt in range(repeats + 1):
-            began = time.perf_counter()
-            response = client.post(url, content=body, headers=JSON_HEADERS)
-            elapsed = time.perf_counter() - began
-            if response.status_code != 200 or response.json().get("count") != records:
-                raise RuntimeError(f"batch: {response.status_code} {response.text[:300]}")
-            if attempt:
-                seconds.append(elapsed)
-    return _median_rate(records, seconds)
-
-
-def time_in_process(
-    predictor: Predictor, records: Sequence[Mapping[str, Any]], repeats: int
-) -> BatchResult:
-    """``predict_proba`` (featurise + predict) on the same records, warm-up then ``repeats``."""
-    seconds = []
-    for attempt in range(repeats + 1):
-        began = time.perf_counter()
-        predictor.predict_proba(records)
-        if attempt:
-            seconds.append(time.perf_counter() - began)
-    return _median_rate(len(records), seconds)
-
-
 def history_rows(database_url: str) -> int | None:
     """Rows in a SQLite prediction history (None for another database or when unreadable)."""
     if not database_url.startswith("sqlite:///"):
@@ -682,7 +517,7 @@ def history_rows(database_url: str) -> int | None:
         return None
 
 
-# -- one server ------------------------------------------------------------------------------
+# -- running servers -------------------------------------------------------------------------
 
 
 def tree_cpu_seconds(root_pid: int) -> float:
@@ -733,349 +568,185 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drive(
-    spec: ServerSpec, lua: Path, pid: int, load: str, duration: float, label: str = ""
-) -> tuple[WrkResult, float, float]:
-    """One wrk run at ``load``.
+@dataclass
+class Running:
+    """A server that is up: how it was started, its process and what it measured so far."""
 
-    Returns:
-        The run, the server's CPU milliseconds per request, and the cores that processes other
-        than the server, wrk and the bench kept busy meanwhile (another load skews the numbers).
-    """
-    connections, threads = LOADS[load]
-    marks = (tree_cpu_seconds(pid), busy_cpu_seconds(), children_cpu_seconds(), time.process_time())
-    run = run_wrk(spec.url + spec.predict_path, lua, connections, threads, duration)
-    server = tree_cpu_seconds(pid) - marks[0]
-    ours = server + children_cpu_seconds() - marks[2] + time.process_time() - marks[3]
-    other_cores = max(0.0, busy_cpu_seconds() - marks[1] - ours) / max(run.duration_s, 0.001)
-    cpu_ms = server * 1000 / max(1, run.requests)
-    print(
-        f"[{spec.name}] {label or load}: {run.requests_per_s:,.0f} req/s, p50 {run.p50_ms:.2f} ms,"
-        f" p99 {run.p99_ms:.2f} ms, errors {run.errors}, server CPU {cpu_ms:.2f} ms/request,"
-        f" other load {other_cores:.2f} cores"
-    )
-    return run, cpu_ms, other_cores
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    result: ServerResult
+    lua: Path
+    #: Requests answered for sure (first 200s, warm-up, loads, batch rows).
+    answered: int = 0
 
 
-def bench_server(
+@dataclass
+class _Slices:
+    """One server's slices at one load, before they are merged."""
+
+    runs: list[WrkResult] = field(default_factory=list)
+    histogram: Counter[int] = field(default_factory=Counter)
+    server_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0
+
+
+def bring_up(
     spec: ServerSpec,
     args: argparse.Namespace,
     work: Path,
-    batch_body: bytes | None,
     processes: list[subprocess.Popen[bytes]],
-) -> ServerResult:
-    """Start one server, measure it, stop it (``processes`` lets the caller stop it too)."""
+) -> Running:
+    """Cold-start the server (``processes`` lets the caller stop it), check it, warm it up.
+
+    Raises:
+        ServerStartError: it exited or did not answer 200 in time.
+    """
     result = ServerResult(spec.name, spec.command, spec.url)
-    result.background_cpu_pct = psutil.cpu_percent(interval=1.0)
+    result.background_cpu_pct = psutil.cpu_percent(interval=0.5)
     if result.background_cpu_pct > BUSY_CPU_PCT:
         print(f"[{spec.name}] warning: the machine is {result.background_cpu_pct:.0f}% busy")
     process, result.cold_starts_s, answer = cold_starts(spec, args, processes)
-    try:
-        result.cold_start_s = statistics.median(result.cold_starts_s)
+    result.cold_start_s = statistics.median(result.cold_starts_s)
+    shown = f"[{spec.name}] up in {', '.join(f'{s:.2f}' for s in result.cold_starts_s)} s"
+    if spec.name.startswith(hello_of("")):
+        print(f"{shown}; {json.dumps(answer)}")
+    else:
         result.probability = probability_of(spec.name, answer)
-        shown = ", ".join(f"{s:.2f}" for s in result.cold_starts_s)
-        print(f"[{spec.name}] up in {shown} s; p={result.probability:.9f}")
-        lua = write_lua(work / f"{spec.name}.lua", spec.body)
-        warmup, _, _ = drive(spec, lua, process.pid, "c8", WARMUP_S, "warm-up c8")
-        answered = len(result.cold_starts_s) + warmup.requests
-        for load in LOADS:
-            result.loads[load], result.cpu_ms_per_request[load], other = drive(
-                spec, lua, process.pid, load, args.duration
-            )
-            result.other_load_cores[load] = round(other, 2)
-            answered += result.loads[load].requests
-        result.rss = measure_rss(process.pid)
-        if batch_body is not None:
-            result.batch = time_batch(
-                spec.url + "/predict/batch", batch_body, args.batch_size, args.batch_repeats
-            )
-            answered += (args.batch_repeats + 1) * args.batch_size
-            print(f"[{spec.name}] batch: {result.batch.rows_per_s:,.0f} rows/s")
-            result.rss_after_batch = measure_rss(process.pid)
-    finally:
-        stop(process)
-    if spec.name in OURS:
-        result.history_rows = history_rows(spec.env["DATABASE_URL"])
-        result.history_expected_min = answered
-    return result
+        print(f"{shown}; p={result.probability:.9f}")
+    lua = write_lua(work / f"{spec.name}.lua", spec.body)
+    connections, threads = LOADS["c8"]
+    warmup, _ = run_wrk(spec.url + spec.predict_path, lua, connections, threads, args.warmup)
+    return Running(spec, process, result, lua, len(result.cold_starts_s) + warmup.requests)
 
 
-def recording_cost(
-    specs: tuple[ServerSpec, ServerSpec],
+def drive(running: Running, load: str) -> tuple[WrkResult, Counter[int], float, float]:
+    """One wrk slice of :data:`SLICE_S` seconds at ``load``.
+
+    Returns:
+        The run, its latency histogram, the server's CPU seconds, and the CPU seconds that
+        processes other than the server, wrk and the bench used meanwhile (another load, or
+        an idle server's background work, skews the numbers).
+    """
+    connections, threads = LOADS[load]
+    pid = running.process.pid
+    marks = (tree_cpu_seconds(pid), busy_cpu_seconds(), children_cpu_seconds(), time.process_time())
+    spec = running.spec
+    run, histogram = run_wrk(
+        spec.url + spec.predict_path, running.lua, connections, threads, SLICE_S
+    )
+    server = tree_cpu_seconds(pid) - marks[0]
+    ours = server + children_cpu_seconds() - marks[2] + time.process_time() - marks[3]
+    return run, histogram, server, max(0.0, busy_cpu_seconds() - marks[1] - ours)
+
+
+def drive_in_turns(running: list[Running], load: str, duration: float) -> None:
+    """Drive every server at ``load`` in turns, about ``duration`` seconds each; merge.
+
+    Rounds alternate the order (A B C, C B A, ...), so each server is as often early as late
+    (give or take a round). A server that fails is dropped from the remaining rounds and from
+    ``running`` (its error kept in its result).
+    """
+    rounds = math.ceil(duration / SLICE_S)
+    slices = {r.spec.name: _Slices() for r in running}
+    active = list(running)
+    for round_ in range(rounds):
+        for server in list(active) if round_ % 2 == 0 else active[::-1]:
+            try:
+                run, histogram, server_s, other_s = drive(server, load)
+            except BENCH_ERRORS as exc:
+                print(f"[{server.spec.name}] {load} FAILED: {exc}", file=sys.stderr)
+                server.result.error = str(exc)
+                active.remove(server)
+                continue
+            got = slices[server.spec.name]
+            got.runs.append(run)
+            got.histogram.update(histogram)
+            got.server_cpu_s += server_s
+            got.other_cpu_s += other_s
+    for server in active:
+        got = slices[server.spec.name]
+        merged = merge_runs(got.runs, got.histogram)
+        result = server.result
+        result.loads[load] = merged
+        result.cpu_ms_per_request[load] = got.server_cpu_s * 1000 / max(1, merged.requests)
+        result.other_load_cores[load] = round(got.other_cpu_s / max(merged.duration_s, 0.001), 2)
+        server.answered += merged.requests
+        print(
+            f"[{server.spec.name}] {load}: {merged.requests_per_s:,.0f} req/s,"
+            f" p50 {merged.p50_ms:.2f} ms, p99 {merged.p99_ms:.2f} ms, errors {merged.errors},"
+            f" server CPU {result.cpu_ms_per_request[load]:.2f} ms/request,"
+            f" other load {result.other_load_cores[load]:.2f} cores"
+            f" ({len(got.runs)} slices, {merged.duration_s:.1f} s)"
+        )
+    running[:] = active
+
+
+def recording_ratio(results: Mapping[str, ServerResult]) -> float | None:
+    """c1 requests/s of the Flask app recording over the one not recording, same run."""
+    recorded, unrecorded = (
+        results[name].loads.get("c1") if name in results else None
+        for name in ("flask", "flask-unrecorded")
+    )
+    if recorded is None or unrecorded is None:
+        return None
+    ratio = recorded.requests_per_s / max(unrecorded.requests_per_s, 0.001)
+    print(
+        f"[recording cost] c1 in the same turns: recorded {recorded.requests_per_s:,.0f} req/s,"
+        f" unrecorded {unrecorded.requests_per_s:,.0f} req/s, ratio {ratio:.3f}"
+    )
+    return ratio
+
+
+def measure(
+    specs: Sequence[ServerSpec],
     args: argparse.Namespace,
     work: Path,
+    batch_body: bytes,
     processes: list[subprocess.Popen[bytes]],
-) -> float:
-    """c1 requests/s of the recording server over the unrecorded one, driven side by side.
+) -> tuple[dict[str, ServerResult], bool]:
+    """Bring every server up, drive them in turns, then read memory and time batches.
 
-    Both servers are up at once; ``wrk`` alternates between them in slices of
-    ``args.duration / RECORDING_SLICES`` seconds (A B, then B A, ...), so a drift in the
-    machine's speed falls on both alike. Returns the ratio of the summed rates.
+    Returns:
+        Each server's result, and whether one failed to start.
     """
-    started = []
+    results: dict[str, ServerResult] = {}
+    running: list[Running] = []
+    failed = False
     for spec in specs:
-        process, at = start(spec)
-        processes.append(process)
-        started.append((spec, process, at))
-    luas = {}
-    for spec, process, at in started:
-        wait_first_200(spec, process, at, args.start_timeout)
-        luas[spec.name] = write_lua(work / f"{spec.name}-interleaved.lua", spec.body)
-        run_wrk(spec.url + spec.predict_path, luas[spec.name], 8, 2, WARMUP_S)
-    requests = {spec.name: 0 for spec in specs}
-    seconds = {spec.name: 0.0 for spec in specs}
-    slice_s = max(0.5, args.duration / RECORDING_SLICES)
-    try:
-        for round_ in range(RECORDING_SLICES):
-            for spec in specs if round_ % 2 == 0 else specs[::-1]:
-                run = run_wrk(spec.url + spec.predict_path, luas[spec.name], 1, 1, slice_s)
-                requests[spec.name] += run.requests
-                seconds[spec.name] += run.duration_s
-    finally:
-        for _, process, _ in started:
-            stop(process)
-    rates = {name: requests[name] / max(seconds[name], 0.001) for name in requests}
-    recorded, unrecorded = (rates[spec.name] for spec in specs)
-    print(
-        f"[recording cost] c1 side by side, {RECORDING_SLICES} alternating slices of "
-        f"{slice_s:.2f} s each: recorded {recorded:,.0f} req/s, unrecorded {unrecorded:,.0f} "
-        f"req/s, ratio {recorded / max(unrecorded, 0.001):.3f}"
-    )
-    return recorded / max(unrecorded, 0.001)
-
-
-# -- targets and report ----------------------------------------------------------------------
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or denominator == 0:
-        return None
-    return numerator / denominator
-
-
-def _rps(result: ServerResult | None, load: str) -> float | None:
-    run = result.loads.get(load) if result else None
-    return run.requests_per_s if run else None
-
-
-def _p50(result: ServerResult | None, load: str) -> float | None:
-    run = result.loads.get(load) if result else None
-    return run.p50_ms if run else None
-
-
-def _rss(result: ServerResult | None) -> float | None:
-    return result.rss.per_worker_mb if result and result.rss else None
-
-
-def _cold(result: ServerResult | None) -> float | None:
-    return result.cold_start_s if result else None
-
-
-def _rows(batch: BatchResult | None) -> float | None:
-    return batch.rows_per_s if batch else None
-
-
-def evaluate_targets(
-    results: Mapping[str, ServerResult], in_process: BatchResult | None
-) -> list[Target]:
-    """The six targets of each of our apps, relative to ``mlflow models serve``."""
-    ref = results.get("mlflow")
-    targets = []
-    for name in OURS:
-        res = results.get(name)
-        if res is None:
+        try:
+            running.append(bring_up(spec, args, work, processes))
+            results[spec.name] = running[-1].result
+        except BENCH_ERRORS as exc:
+            failed = failed or isinstance(exc, ServerStartError)
+            print(f"[{spec.name}] FAILED: {exc}", file=sys.stderr)
+            results[spec.name] = ServerResult(spec.name, spec.command, spec.url, error=str(exc))
+    for load in LOADS:
+        drive_in_turns(running, load, args.duration)
+    if "flask" in results:
+        results["flask"].recording_ratio = recording_ratio(results)
+    for server in running:
+        server.result.rss = measure_rss(server.process.pid)
+    for server in running:
+        name, result = server.spec.name, server.result
+        if name not in OURS:
             continue
-        errors = float(sum(r.errors for r in res.loads.values())) if res.loads else None
-        if name == "flask" and res.recording_ratio is not None:
-            # c1: one connection, one worker; at c8 how gunicorn's workers happen to share the 8
-            # connections moves the rate more than recording does. Side by side: see
-            # recording_cost (one server after the other, the machine's drift dominated).
-            targets.append(
-                Target(name, "c1 rps recorded / unrecorded", res.recording_ratio, 0.95, True)
+        try:
+            result.batch = time_batch(
+                server.spec.url + "/predict/batch", batch_body, args.batch_size, args.batch_repeats
             )
-        targets += [
-            Target(name, "c8 rps ratio", _ratio(_rps(res, "c8"), _rps(ref, "c8")), 5.0, True),
-            Target(name, "c1 p50 ratio", _ratio(_p50(res, "c1"), _p50(ref, "c1")), 0.2, False),
-            Target(name, "RSS/worker ratio", _ratio(_rss(res), _rss(ref)), 0.5, False),
-            Target(name, "cold start ratio", _ratio(_cold(res), _cold(ref)), 0.5, False),
-            Target(name, "errors", errors, 0.0, False),
-            Target(
-                name, "batch / in-process", _ratio(_rows(res.batch), _rows(in_process)), 0.5, True
-            ),
-        ]
-    return targets
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "–" if value is None or math.isnan(value) else format(value, fmt)
-
-
-def _judged(target: Target | None, fmt: str, reference: bool = False, unit: str = "x") -> str:
-    """A ratio cell: ``0.15x PASS``; ``ref`` on MLflow's row; empty where it does not apply."""
-    if reference:
-        return "ref"
-    if target is None:
-        return ""
-    if target.value is None:
-        return "n/a"
-    return f"{format(target.value, fmt)}{unit} {target.verdict}"
-
-
-TABLE_HEADER = (
-    "| server | load | req/s | p50 ms | p99 ms | errors | RSS/worker MB | cold start s "
-    "| c8 rps vs mlflow (≥5x) | c1 p50 vs mlflow (≤0.2x) | RSS vs mlflow (≤0.5x) "
-    "| cold start vs mlflow (≤0.5x) | batch rows/s vs in-process (≥50%) |"
-)
-
-
-def table_row(result: ServerResult, load: str, found: Mapping[tuple[str, str], Target]) -> str:
-    """One row: a server under one load; per-server columns are filled on its c1 row."""
-    run, first, ref = result.loads.get(load), load == "c1", result.name == "mlflow"
-
-    def target(name: str) -> Target | None:
-        return found.get((result.name, name))
-
-    errors = "–" if run is None else str(run.errors)
-    if run is not None and result.name in OURS:
-        errors += " PASS" if run.errors == 0 else " FAIL"
-    batch = ""
-    if first and result.name in OURS:
-        judged = _judged(target("batch / in-process"), ".0%", unit="")
-        batch = f"{_num(_rows(result.batch), ',.0f')} = {judged}" if result.batch else judged
-    cells = [
-        result.name if first else "",
-        load,
-        _num(run.requests_per_s if run else None, ",.0f"),
-        _num(run.p50_ms if run else None, ".2f"),
-        _num(run.p99_ms if run else None, ".2f"),
-        errors,
-        _num(_rss(result), ".1f") if first else "",
-        _num(result.cold_start_s, ".2f") if first else "",
-        "" if first else _judged(target("c8 rps ratio"), ".2f", ref),
-        _judged(target("c1 p50 ratio"), ".2f", ref) if first else "",
-        _judged(target("RSS/worker ratio"), ".2f", ref) if first else "",
-        _judged(target("cold start ratio"), ".2f", ref) if first else "",
-        batch,
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-def render_table(
-    results: Mapping[str, ServerResult], targets: Sequence[Target], in_process: BatchResult | None
-) -> str:
-    """One markdown table: a row per server and load, ratios vs mlflow with PASS/FAIL."""
-    found = {(t.server, t.name): t for t in targets}
-    lines = [TABLE_HEADER, "|" + "---|" * (TABLE_HEADER.count(" | ") + 1)]
-    for result in results.values():
-        lines += [table_row(result, load, found) for load in LOADS]
-    if in_process is not None:
-        cells = ["in-process", "batch", *[""] * 10, f"{in_process.rows_per_s:,.0f} (ref)"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _processes(found: Sequence[WorkerRss]) -> str:
-    return "; ".join(
-        f"pid {w.pid} [{w.cmdline[-60:]}] rss {w.rss_mb:.1f} MB"
-        + (f" uss {w.uss_mb:.1f} MB" if w.uss_mb is not None else "")
-        for w in found
-    )
-
-
-def probabilities_of(
-    results: Mapping[str, ServerResult], in_process: float | None
-) -> dict[str, float]:
-    """Each server's probability for the example, and the in-process one."""
-    found = {n: r.probability for n, r in results.items() if r.probability is not None}
-    if in_process is not None:
-        found["in-process"] = in_process
-    return found
-
-
-def print_details(
-    results: Mapping[str, ServerResult],
-    in_process: BatchResult | None,
-    targets: Sequence[Target],
-    probabilities: Mapping[str, float],
-) -> None:
-    """Probabilities, counted worker processes and the target summary."""
-    if probabilities:
-        spread = max(probabilities.values()) - min(probabilities.values())
-        verdict = "PASS" if spread <= PROBABILITY_TOLERANCE else "FAIL"
-        shown = ", ".join(f"{n}={p:.9f}" for n, p in probabilities.items())
-        print(f"\nprobability of data/example.json: {shown}; max |diff| {spread:.2e} {verdict}")
-    for name, res in results.items():
-        if res.error:
-            print(f"{name}: FAILED: {res.error.splitlines()[0]}")
-        if res.cold_starts_s:
-            cpu = ", ".join(f"{k} {v:.2f} ms" for k, v in res.cpu_ms_per_request.items())
-            cpu += "; other load: " + ", ".join(
-                f"{k} {v:.2f} cores" for k, v in res.other_load_cores.items()
-            )
-            print(
-                f"{name}: cold starts {', '.join(f'{c:.2f}' for c in res.cold_starts_s)} s"
-                f" (median in the table); server CPU per request: {cpu};"
-                f" machine {res.background_cpu_pct or 0:.0f}% busy before it started"
-            )
-        if res.rss:
-            print(f"{name} workers counted: {_processes(res.rss.workers)}")
-            print(
-                f"{name} not counted: {_processes(res.rss.others)};"
-                f" whole tree {res.rss.tree_total_mb:.1f} MB RSS"
-            )
-        if res.history_rows is not None:
-            print(
-                f"{name} prediction history: {res.history_rows:,} rows recorded,"
-                f" >= {res.history_expected_min or 0:,} answered"
-            )
-    if in_process is not None:
-        print(f"in-process Predictor.predict_proba: {in_process.rows_per_s:,.0f} rows/s")
-    passed = sum(t.passed for t in targets)
-    print(f"targets: {passed}/{len(targets)} PASS")
-
-
-def git_state() -> dict[str, Any]:
-    """The commit benchmarked and the files that differ from it (the code served may differ)."""
-
-    def git(*arguments: str) -> str:
-        done = subprocess.run(  # nosec B603 B607 - fixed git commands
-            ["git", *arguments], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
-        )
-        return done.stdout.rstrip("\n")  # keep the status column of the first line
-
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "modified": git("status", "--porcelain", "--", "api", "src", "config").splitlines(),
-    }
-
-
-def write_json(
-    path: Path,
-    args: argparse.Namespace,
-    results: Mapping[str, ServerResult],
-    in_process: BatchResult | None,
-    targets: Sequence[Target],
-    table: str,
-    probabilities: Mapping[str, float],
-    code: Mapping[str, Any],
-) -> None:
-    """The same results as JSON."""
-    values = list(probabilities.values())
-    document = {
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "host": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
-        "git": code,
-        "loads": {k: {"connections": c, "threads": t} for k, (c, t) in LOADS.items()},
-        "servers": {name: asdict(res) for name, res in results.items()},
-        "in_process_batch": asdict(in_process) if in_process else None,
-        "probabilities": dict(probabilities),
-        "probability_max_abs_diff": max(values) - min(values) if values else None,
-        "targets": [{**asdict(t), "passed": t.passed, "verdict": t.verdict} for t in targets],
-        "table": table,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+        except BENCH_ERRORS as exc:
+            print(f"[{name}] batch FAILED: {exc}", file=sys.stderr)
+            result.error = str(exc)
+            continue
+        server.answered += (args.batch_repeats + 1) * args.batch_size
+        print(f"[{name}] batch of {args.batch_size:,}: {result.batch.rows_per_s:,.0f} rows/s")
+        result.rss_after_batch = measure_rss(server.process.pid)
+    stop_all([server.process for server in running])  # the apps flush their history
+    for server in running:
+        if server.spec.name in OURS:
+            server.result.history_rows = history_rows(server.spec.env["DATABASE_URL"])
+            server.result.history_expected_min = server.answered
+    return results, failed
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -1096,6 +767,45 @@ def terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def server_specs(
+    settings: Settings, work: Path, args: argparse.Namespace, example: Mapping[str, Any]
+) -> list[ServerSpec]:
+    """The servers ``--servers`` names, in :data:`ALL_SERVERS` order, each with its body."""
+    record = json.dumps(example).encode()
+    chosen = [name for name in ALL_SERVERS if name in args.servers.split(",")]
+    return [
+        (
+            mlflow_spec(settings, work, args, json.dumps({"dataframe_records": [example]}).encode())
+            if name == "mlflow"
+            else app_spec(name, settings, work, args, record)
+        )
+        for name in chosen
+    ]
+
+
+def compare_in_process(
+    model_dir: Path, records: Sequence[Mapping[str, Any]], example: Mapping[str, Any]
+) -> tuple[BatchResult, float]:
+    """The booster called in-process on the batch, and its probability for the example."""
+    predictor = Predictor.from_directory(model_dir)
+    predictor.model.booster.set_param({"nthread": 1})  # as each serving worker does
+    in_process = time_in_process(predictor, records, IN_PROCESS_REPEATS)
+    return in_process, float(predictor.predict_proba([example])[0])
+
+
+def report(outcome: Outcome, args: argparse.Namespace, path: Path) -> None:
+    """Print the table, the details and the goals; write the JSON report to ``path``."""
+    table = render_table(outcome)
+    print()
+    print(table)
+    print_details(outcome)
+    print_goals(outcome.goals)
+    code = git_state()
+    print(f"code: commit {code['commit'][:12]}, modified: {', '.join(code['modified']) or 'none'}")
+    write_json(path, vars(args), outcome, table, code)
+    print(f"results: {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the whole benchmark; see the module docstring for the exit status."""
     args = parse_args(argv)
@@ -1106,66 +816,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = ensure_champion(settings)
     example = load_example(settings)
     records = batch_records(settings, args.batch_size)
-    batch_body = json.dumps({"records": records}).encode()
-    bodies = {
-        "flask": json.dumps(example).encode(),
-        "flask-unrecorded": json.dumps(example).encode(),
-        "fastapi": json.dumps(example).encode(),
-        "mlflow": json.dumps({"dataframe_records": [example]}).encode(),
-    }
-    results: dict[str, ServerResult] = {}
     processes: list[subprocess.Popen[bytes]] = []
-    failed = False
     with terminate_on_sigterm(), tempfile.TemporaryDirectory(prefix="xgbops-bench-") as tmp:
-        work = Path(tmp)
         try:
-            for name in [s for s in ALL_SERVERS if s in args.servers.split(",")]:
-                spec = (
-                    mlflow_spec(settings, work, args, bodies[name])
-                    if name == "mlflow"
-                    else app_spec(name, settings, work, args, bodies[name])
-                )
-                try:
-                    body = batch_body if name in OURS else None
-                    results[name] = bench_server(spec, args, work, body, processes)
-                except BENCH_ERRORS as exc:
-                    failed = failed or isinstance(exc, ServerStartError)
-                    print(f"[{name}] FAILED: {exc}", file=sys.stderr)
-                    results[name] = ServerResult(name, spec.command, spec.url, error=str(exc))
-            pair = ("flask", "flask-unrecorded")
-            if all(name in results and not results[name].error for name in pair):
-                side = work / "side-by-side"  # fresh state and history for both
-                side.mkdir()
-                specs = tuple(app_spec(n, settings, side, args, bodies[n]) for n in pair)
-                try:
-                    results["flask"].recording_ratio = recording_cost(
-                        (specs[0], specs[1]), args, work, processes
-                    )
-                except BENCH_ERRORS as exc:
-                    print(f"[recording cost] FAILED: {exc}", file=sys.stderr)
+            specs = server_specs(settings, Path(tmp), args, example)
+            batch_body = json.dumps({"records": records}).encode()
+            results, failed = measure(specs, args, Path(tmp), batch_body, processes)
         finally:
-            for process in processes:
-                stop(process)
-    predictor = Predictor.from_directory(model_dir)
-    predictor.model.booster.set_param({"nthread": 1})  # as each serving worker does
-    in_process = time_in_process(predictor, records, IN_PROCESS_REPEATS)
-    probabilities = probabilities_of(results, float(predictor.predict_proba([example])[0]))
-    targets = evaluate_targets(results, in_process)
-    table = render_table(results, targets, in_process)
-    print()
-    print(table)
-    print_details(results, in_process, targets, probabilities)
-    path = args.json or settings.reports_path / "bench.json"
-    code = git_state()
-    print(f"code: commit {code['commit'][:12]}, modified: {', '.join(code['modified']) or 'none'}")
-    write_json(path, args, results, in_process, targets, table, probabilities, code)
-    print(f"results: {path}")
+            stop_all(processes)
+    in_process, probability = compare_in_process(model_dir, records, example)
+    probabilities = {n: r.probability for n, r in results.items() if r.probability is not None}
+    probabilities["in-process"] = probability
+    outcome = Outcome(results, in_process, probabilities)
+    judge(outcome)
+    report(outcome, args, args.json or settings.reports_path / "bench.json")
     if failed:
         return 1
-    same = not probabilities or (
-        max(probabilities.values()) - min(probabilities.values()) <= PROBABILITY_TOLERANCE
-    )
-    if args.strict and not (same and all(t.passed for t in targets)):
+    judged = [*outcome.targets, *outcome.goals]
+    if args.strict and not (outcome.probabilities_agree and all(t.passed for t in judged)):
         return 1
     return 0
 

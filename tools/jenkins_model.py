@@ -10,6 +10,9 @@ at a file, and so on. Each check takes the repository root and returns its probl
 all is well), so a test can run it on the repository and on a broken copy of it.
 """
 
+# The reader and the rules it serves are read together; each check is a short function.
+# pylint: disable=too-many-lines
+
 from __future__ import annotations
 
 import re
@@ -198,13 +201,11 @@ def tokenize(text: str) -> list[Token]:
             line += text.count("\n", index, end)
             index = end
         elif char.isalpha() or char in "_$":
-            match = re.compile(r"[\w$]+").match(text, index)
-            assert match is not None  # a letter always starts a match
+            match = _match(_IDENTIFIER, text, index, line)
             tokens.append(Token("ident", match.group(), line))
             index = match.end()
         elif char.isdigit():
-            match = re.compile(r"[\d.]+[A-Za-z]?").match(text, index)
-            assert match is not None
+            match = _match(_NUMBER, text, index, line)
             tokens.append(Token("number", match.group(), line))
             index = match.end()
         elif text.startswith("->", index):
@@ -214,6 +215,22 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("op", char, line))
             index += 1
     return tokens
+
+
+_IDENTIFIER = re.compile(r"[\w$]+")
+_NUMBER = re.compile(r"[\d.]+[A-Za-z]?")
+
+
+def _match(pattern: re.Pattern[str], text: str, index: int, line: int) -> re.Match[str]:
+    """``pattern`` at ``index``, where a letter or a digit starts a token.
+
+    Raises:
+        GroovySyntaxError: it does not match (a digit ``\\d`` refuses, such as "²").
+    """
+    match = pattern.match(text, index)
+    if match is None:
+        raise GroovySyntaxError(f"line {line}: unreadable {text[index]!r}")
+    return match
 
 
 def _read_string(text: str, start: int, line: int) -> tuple[int, str]:
@@ -1068,11 +1085,14 @@ def system_deps_packages(makefile: Path) -> set[str]:
 
 def dockerfile_args(dockerfile: Path) -> dict[str, str]:
     """The Dockerfile's ``ARG NAME=default`` values."""
-    values = {}
+    values: dict[str, str] = {}
     for line in dockerfile_lines(dockerfile):
         words = line.split()
         if words[0].upper() == "ARG":
-            values.update(word.split("=", 1) for word in words[1:] if "=" in word)
+            for word in words[1:]:
+                name, equals, default = word.partition("=")
+                if equals:
+                    values[name] = default
     return values
 
 

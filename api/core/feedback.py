@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.core.errors import FieldError, HistoryUnavailable, ValidationFailed, field_path
 from api.core.history import reason_of
 from api.core.schema import MISSING, NOT_AN_OBJECT, UNKNOWN
-from api.core.tables import prediction_feedback
+from xgbops.tables import prediction_feedback
 
 log = structlog.get_logger(__name__)
 

@@ -56,7 +56,7 @@ from api.core.errors import (
     ValidationFailed,
 )
 from api.core.history import create_engine_for
-from api.core.tables import ACTIVE, retrain_jobs
+from xgbops.tables import ACTIVE, retrain_jobs
 
 log = structlog.get_logger(__name__)
 

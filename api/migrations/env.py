@@ -15,7 +15,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 from xgbops.config import to_sqlalchemy_url
-from api.core.tables import metadata
+from xgbops.tables import metadata
 
 config = context.config
 

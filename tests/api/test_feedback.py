@@ -14,7 +14,7 @@ from xgbops.config import to_sqlalchemy_url
 from api.core.errors import HistoryUnavailable, ValidationFailed
 from api.core.feedback import FeedbackStore, check_feedback
 from api.core.history import create_engine_for, migrate
-from api.core.tables import prediction_feedback
+from xgbops.tables import prediction_feedback
 
 LABELS = ("no", "yes")
 ID = "0123456789abcdef" * 2

@@ -41,7 +41,7 @@ from api.core.history import (
     PredictionRecord,
     migrate,
 )
-from api.core.tables import metadata
+from xgbops.tables import metadata
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)

@@ -14,7 +14,7 @@ from api.core import metrics
 from api.core.champion import ChampionStore
 from api.core.errors import HistoryUnavailable, ModelNotReady, ValidationFailed
 from api.core.service import PredictionService, new_request_id
-from api.core.tables import prediction_feedback
+from xgbops.tables import prediction_feedback
 from xgbops.config import to_sqlalchemy_url
 from xgbops.train import promote_version, train
 

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, delete, insert
 from sqlalchemy.pool import NullPool
 
 from api.core.history import HistoryWriter, PredictionRecord, migrate
-from api.core.tables import prediction_feedback
+from xgbops.tables import prediction_feedback
 from xgbops.config import to_sqlalchemy_url
 
 

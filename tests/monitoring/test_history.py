@@ -1,6 +1,6 @@
 """Reading the prediction history: the API's tables, written by the API's own writer (and plain
-inserts of the clients' labels), reflected from the database (src/ never imports api/), and read
-back as prediction and feedback events."""
+inserts of the clients' labels), defined once in xgbops.tables, and read back as prediction and
+feedback events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
-from api.core import tables
+from xgbops import tables
 from tests.monitoring.history_rows import label, other, records, write_feedback, write_history
 from xgbops.monitoring import MonitoringError
 from xgbops.monitoring.history import (
@@ -87,7 +87,7 @@ def test_a_table_without_a_column_read_is_one_clear_error(tmp_path):
     url = f"sqlite:///{tmp_path / 'history.db'}"
     with create_engine(url).begin() as connection:
         connection.execute(text("CREATE TABLE predictions (id TEXT PRIMARY KEY, created_at TEXT)"))
-    with pytest.raises(MonitoringError, match=r"no column\(s\) \['model_name'"):
+    with pytest.raises(MonitoringError, match=r"prediction history: no such column: \S+model_name"):
         list(read_predictions(url, "yes"))
 
 
@@ -217,7 +217,7 @@ def test_a_feedback_table_without_a_column_read_is_one_clear_error(tmp_path):
     write_history(url, tmp_path / "spool", _rows(1))
     with create_engine(url).begin() as connection:
         connection.execute(text("ALTER TABLE prediction_feedback DROP COLUMN request_id"))
-    missing = r"the prediction_feedback table has no column\(s\) \['request_id'\]"
+    missing = r"prediction feedback: no such column: \S+request_id"
     with pytest.raises(MonitoringError, match=missing):
         list(read_feedback(url))
 

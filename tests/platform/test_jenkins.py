@@ -2,7 +2,7 @@
 
 npm-groovy-lint parses every Jenkinsfile, the shared library and the Job DSL seed; hadolint
 checks the Jenkins image. Neither knows declarative Pipeline's skeleton nor how the files tie
-together, so :mod:`tests.platform.jenkins_model` checks those: sections and stages, make
+together, so :mod:`tools.jenkins_model` checks those: sections and stages, make
 targets, credentials, plugins, seeded jobs, pinned images. Every check is also run on a broken
 copy of the files, to show that it fails when it should.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform import jenkins_model as model
+from tools import jenkins_model as model
+
 from tests.platform.conftest import REPO, require_tool, run_tool
 
 #: What the checks read: copied whole into tmp_path before a test breaks a file.

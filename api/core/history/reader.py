@@ -8,7 +8,7 @@ from sqlalchemy import Engine, func, select
 
 from api.core.history.records import PredictionRecord, from_row, utc
 from api.core.history.store import create_engine_for
-from api.core.tables import predictions
+from xgbops.tables import predictions
 
 
 class HistoryReader:

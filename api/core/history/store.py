@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from xgbops.config import to_sqlalchemy_url
 
 from api.core.history.records import CREATED_AT, FIELDS, Row
-from api.core.tables import predictions
+from xgbops.tables import predictions
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 #: Seconds to wait for a PostgreSQL connection; longer only delays spooling and readiness.

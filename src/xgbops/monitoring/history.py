@@ -1,12 +1,10 @@
 """Read the prediction history the API writes (``settings.history_url``), read-only.
 
-``src/`` never imports ``api/``, so the ``predictions`` and ``prediction_feedback`` tables are not
-imported from ``api/core/tables.py``: they are reflected from the database itself (SQLAlchemy
-Core), which is the one definition both sides agree on, and checked for the columns monitoring
-reads. Rows are read in keyset pages ordered by (time, id): ``created_at`` for predictions,
-``received_at`` for feedback. Memory stays bounded whatever the size of the history, and a page
-boundary never skips or repeats a row. Each row comes back as the event it is shipped as:
-:class:`~xgbops.monitoring.events.PredictionEvent`, or
+The ``predictions`` and ``prediction_feedback`` tables are :mod:`xgbops.tables`, the definition
+the API writes and migrates. Rows are read in keyset pages ordered by (time, id): ``created_at``
+for predictions, ``received_at`` for feedback. Memory stays bounded whatever the size of the
+history, and a page boundary never skips or repeats a row. Each row comes back as the event it
+is shipped as: :class:`~xgbops.monitoring.events.PredictionEvent`, or
 :class:`~xgbops.monitoring.events.FeedbackEvent` for a label joined with its prediction.
 """
 
@@ -22,9 +20,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Engine,
-    MetaData,
     Select,
-    Table,
     and_,
     create_engine,
     inspect,
@@ -38,11 +34,12 @@ from sqlalchemy.pool import NullPool
 from xgbops.config import to_sqlalchemy_url
 from xgbops.monitoring import MonitoringError
 from xgbops.monitoring.events import FeedbackEvent, PredictionEvent, utc
+from xgbops.tables import prediction_feedback, predictions
 
 #: Rows fetched per query.
 PAGE_SIZE = 5000
-TABLE = "predictions"
-#: The columns of the API's table (api/core/tables.py) that monitoring reads.
+TABLE = predictions.name
+#: The columns of ``predictions`` that monitoring reads.
 COLUMNS = (
     "id",
     "created_at",
@@ -54,7 +51,7 @@ COLUMNS = (
     "latency_ms",
     "request_id",
 )
-FEEDBACK_TABLE = "prediction_feedback"
+FEEDBACK_TABLE = prediction_feedback.name
 #: The columns of the API's feedback table (the true label of a prediction) monitoring reads.
 FEEDBACK_COLUMNS = ("prediction_id", "label", "received_at", "request_id")
 #: The columns of ``predictions`` a feedback event takes from the prediction it judges.
@@ -73,19 +70,6 @@ def _engine(database_url: str, *tables: str) -> Engine | None:
         engine.dispose()
         return None
     return engine
-
-
-def _reflect(engine: Engine, name: str, columns: tuple[str, ...]) -> Table:
-    """The table as the database defines it, checked for the columns monitoring reads.
-
-    Raises:
-        MonitoringError: a column is missing.
-    """
-    table = Table(name, MetaData(), autoload_with=engine)
-    missing = [column for column in columns if column not in table.c]
-    if missing:
-        raise MonitoringError(f"the {name} table has no column(s) {missing}")
-    return table
 
 
 def read_predictions(
@@ -117,7 +101,7 @@ def read_predictions(
         if engine is None:
             return
         try:
-            column = _reflect(engine, TABLE, COLUMNS).c
+            column = predictions.c
             query = select(*(column[name] for name in COLUMNS)).where(
                 *_window(column.created_at, since, until)
             )
@@ -164,9 +148,7 @@ def read_feedback(
         if engine is None:
             return
         try:
-            feedback = _reflect(engine, FEEDBACK_TABLE, FEEDBACK_COLUMNS)
-            predictions = _reflect(engine, TABLE, JUDGED_COLUMNS)
-            label, judged = feedback.c, predictions.c
+            label, judged = prediction_feedback.c, predictions.c
             query = (
                 select(
                     label.prediction_id,
@@ -179,7 +161,7 @@ def read_feedback(
                     judged.probability,
                     judged.label.label("predicted_label"),
                 )
-                .join_from(feedback, predictions, label.prediction_id == judged.id)
+                .join_from(prediction_feedback, predictions, label.prediction_id == judged.id)
                 .where(*_window(label.received_at, since, until))
             )
             if model_name is not None:
@@ -233,7 +215,7 @@ def _reason(exc: SQLAlchemyError) -> str:
 
 
 def _time(value: Any) -> datetime:
-    """A stored time as aware UTC (SQLite keeps text; reflection may not know it is a date)."""
+    """A stored time as aware UTC (SQLite keeps text; a raw value may not be parsed)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return utc(value)

@@ -1,4 +1,5 @@
-"""The tables of the serving database (one metadata: Alembic compares and migrates it whole)."""
+"""The tables of the serving database, defined once: the API writes them (its Alembic
+migrations compare and migrate this one metadata whole), monitoring reads them."""
 
 from __future__ import annotations
 
