@@ -219,7 +219,7 @@ container-deps: ## Debian packages of container-test: docker.io (the engine) and
 		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends docker.io debootstrap; fi
 
 container-test: install container-deps | $(REPORTS) ## Build both images, run the core platform in containers on a real Docker engine
-	$(BIN)/pytest tests/container -p no:cacheprovider --no-cov -v --timeout 2400 --durations 0 \
+	$(BIN)/pytest tests/container -n 0 -p no:cacheprovider --no-cov -v --timeout 2400 --durations 0 \
 		--junitxml=$(REPORTS)/junit-container.xml
 
 up: ## Bring up the platform with docker compose (PROFILES=core,ci,monitoring)

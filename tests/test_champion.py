@@ -39,6 +39,9 @@ from tests.conftest import make_project, project_settings
 from tests.mlflow_server import running_mlflow_server
 from tests.processes import free_port
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 MODEL = "churn-xgboost"
 
 

@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 from xgbops import cli
 from tests.cli_runner import run_xgbops
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 
 

@@ -12,6 +12,9 @@ from xgbops.data import DataValidationError
 from xgbops.tracking import Tracker
 from xgbops.train import evaluate_version, promote_version, train
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 HOLDOUT_METRICS = {
     "accuracy",
     "precision",

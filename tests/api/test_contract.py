@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import REPO
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 JSON = {"Content-Type": "application/json"}
 
 

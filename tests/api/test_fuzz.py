@@ -52,6 +52,9 @@ from tests.api.conftest import PostgresServers, Server
 from tests.api.internals import leaks
 from tests.api.test_contract import _normalise
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 #: Examples per operation and generation mode; read at import (see the module docstring).
 EXAMPLES = max(1, int(os.environ.get("XGBOPS_FUZZ_EXAMPLES", "25")))
 #: ``XGBOPS_SERVE__MAX_BODY_BYTES`` of the ``servers`` fixture.

@@ -27,6 +27,9 @@ from tests.api.test_contract import EXAMPLE
 from tests.conftest import project_settings
 from xgbops.logs import configure_logging
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 ACCESS_FIELDS = {"method", "path", "status", "duration_ms", "request_id", "remote_addr"}
 
 

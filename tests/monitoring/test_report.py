@@ -27,6 +27,9 @@ from xgbops.monitoring.sync import sync_feedback, sync_mlflow, sync_predictions
 from xgbops.tracking import Tracker
 from tests.cli_runner import run_xgbops as run_cli
 
+#: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
+pytestmark = pytest.mark.slow
+
 VIEWS = ["models", "predictions", "drift", "system"]
 LIVE_ACCURACY = "Live accuracy (client feedback)"
 #: Headless, offline, no profile left behind: nothing may reach the network.

@@ -25,6 +25,9 @@ from tools import jenkins_model as model
 
 from tests.platform.conftest import REPO, require_tool, run_tool
 
+#: Runs the Groovy linter and pytest sessions: run early (tests/conftest.py orders slow first).
+pytestmark = pytest.mark.slow
+
 #: What the checks read: copied whole into tmp_path before a test breaks a file.
 CHECKED_PATHS = ("Makefile", model.ORCHESTRATOR, model.PIPELINES_DIR, model.JENKINS_DIR)
 
