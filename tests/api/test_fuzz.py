@@ -313,15 +313,16 @@ LINKS = {"SendFeedback", "ReadHistory"}
 @_timeout(seconds_per_example=4)
 @pytest.mark.parametrize("app", ["flask", "fastapi"])
 def test_stateful_fuzz_follows_the_links_from_a_prediction(
-    store: tuple[str, dict[str, Server], str | None],
+    postgres_servers: PostgresServers,
     app: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Schemathesis' state machine chains calls along the documented links: a prediction, then
     feedback for the id it handed out and the history of its model version; the same checks
-    as above on every step, and every link followed with a value from a real answer."""
-    store_name, servers, database_url = store
-    server = servers[app]
+    as above on every step, and every link followed with a value from a real answer. On the
+    real store only: the links lead into PostgreSQL, where the history and feedback live."""
+    store_name, database_url = "postgres", postgres_servers.database_url
+    server = postgres_servers.servers[app]
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=CONFIG, timeout=30)
     run = FuzzRun(app)
     followed: Counter[tuple[str, int]] = Counter()
@@ -387,16 +388,15 @@ def test_stateful_fuzz_follows_the_links_from_a_prediction(
         pytest.fail(run.report(), pytrace=False)
     followed_ok = {name for (name, status), _ in followed.items() if status == 200}
     assert LINKS <= followed_ok, f"links never followed to a 200: {LINKS - followed_ok}"
-    if database_url is not None:
-        assert run.served, "the stateful run was never served a prediction"
-        deadline, counts = time.monotonic() + 30, {}
-        while time.monotonic() < deadline:
-            counts = stored_times(database_url, run.served)
-            if len(counts) == len(set(run.served)):
-                break
-            time.sleep(0.2)
-        assert sorted(counts) == sorted(run.served), "served predictions missing from the history"
-        assert set(counts.values()) == {1}, "a prediction stored more than once"
+    assert run.served, "the stateful run was never served a prediction"
+    deadline, counts = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        counts = stored_times(database_url, run.served)
+        if len(counts) == len(set(run.served)):
+            break
+        time.sleep(0.2)
+    assert sorted(counts) == sorted(run.served), "served predictions missing from the history"
+    assert set(counts.values()) == {1}, "a prediction stored more than once"
 
 
 # -- 2. a property over records built from the dataset configuration --------------------------
