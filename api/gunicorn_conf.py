@@ -6,8 +6,6 @@ Gunicorn's own log lines go through xgbops' logging (``_Logger``), as the app's 
 """
 
 # pylint: disable=invalid-name  # gunicorn reads these lowercase module globals
-import os
-import shutil
 from typing import Any
 
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
@@ -15,31 +13,31 @@ from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 from xgbops.config import load_settings
 from xgbops.logs import configure_logging
 
+from api.server import WORKER_ENV, ServerPlan
+
 _settings = load_settings()
-# One directory per listening port: a second server of the same project must not wipe ours.
-_metrics_dir = _settings.state_path / "prometheus" / f"flask-{_settings.serve.port}"
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir))
+_plan = ServerPlan.for_app("flask", _settings)
+_plan.prepare_environment()
 # Import the app's modules once in the master (after the line above: prometheus-client picks its
 # multiprocess mode on import): workers fork with them loaded and shared copy-on-write. Each
 # worker still builds its own app and service (``wsgi_app`` below).
 import api.flask_app  # noqa: E402,F401  # pylint: disable=wrong-import-position,unused-import
 
 wsgi_app = "api.flask_app:create_app()"
-bind = f"{_settings.serve.host}:{_settings.serve.port}"
-workers = _settings.serve.workers
+bind = _plan.bind
+workers = _plan.workers
 worker_class = "gthread"
-threads = _settings.serve.threads
-keepalive = 75
+threads = _plan.threads
+keepalive = _plan.keepalive_s
 # The apps refuse a header line over serve.max_header_bytes with a JSON 431; gunicorn's own
 # refusal (an HTML 400) stays for lines past 8 times that.
 limit_request_field_size = 8 * _settings.serve.max_header_bytes
-timeout = 120
-graceful_timeout = 30
+timeout = _plan.request_timeout_s
+graceful_timeout = _plan.graceful_timeout_s
 accesslog = None  # the app writes one line per request itself (settings: serve.access_log)
 errorlog = "-"
-loglevel = _settings.log_level.lower()
-# One XGBoost/OpenMP thread per worker: more threads than cores collapses throughput.
-raw_env = ["OMP_NUM_THREADS=1"]
+loglevel = _plan.log_level
+raw_env = [f"{name}={value}" for name, value in WORKER_ENV.items()]
 
 
 class _Logger(Logger):  # type: ignore[misc]
@@ -60,9 +58,7 @@ logger_class = _Logger
 def on_starting(server: Any) -> None:
     """Start with an empty metrics directory (samples of a previous run would be summed in)."""
     del server
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
+    ServerPlan.clear_metrics()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

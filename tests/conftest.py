@@ -43,6 +43,36 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[name]
 
 
+#: Test modules that use the session's running API servers (``servers``, ``postgres_servers``):
+#: one pytest-xdist scope, so one worker starts those servers rather than both.
+SHARED_SERVER_MODULES = frozenset(
+    f"tests/api/{name}.py"
+    for name in (
+        "test_contract",
+        "test_fuzz",
+        "test_healthcheck",
+        "test_http_layer",
+        "test_postgres_edges",
+        "test_servers",
+        "test_smoke",
+    )
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Module-at-a-time scheduling, with :data:`SHARED_SERVER_MODULES` as one unit."""
+    from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+    class SharedServersScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        """``--dist loadscope``, the modules that share the API servers kept together."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "api-servers" if module in SHARED_SERVER_MODULES else module
+
+    return SharedServersScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow modules first (a stable sort, so each keeps its order): ``make test`` runs on two
     pytest-xdist workers that take a module at a time, and with the long ones started early the

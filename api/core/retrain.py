@@ -76,10 +76,16 @@ JOB_ID_PARAMETER = {
 class RetrainJobs:
     """Submit, run and report retraining jobs for one worker process."""
 
-    def __init__(self, settings: Settings, command: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        command: Sequence[str] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """``engine``: the worker's pool, shared with the history (made on first use if not)."""
         self.settings = settings
         self.command = list(command or [str(Path(sys.executable).parent / "xgbops"), "train"])
-        self._engine: Engine | None = None
+        self._engine = engine
         self._threads: list[threading.Thread] = []
 
     @property

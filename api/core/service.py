@@ -78,14 +78,17 @@ class PredictionService:
         self.settings = settings
         self.spec = RecordSpec.from_dataset(settings.dataset)
         self.store = store or ChampionStore(settings.serving_path, settings.serve.reload_interval)
+        # One connection pool per worker process: the writer's thread, the requests' reads and
+        # labels, and the retraining jobs all draw from it.
         self.writer = writer or HistoryWriter(
             settings.history_url,
             spool_dir(settings),
             flush_interval=settings.serve.history_flush_interval,
+            engine=reader.engine if reader is not None else None,
         )
-        self.reader = reader or HistoryReader(settings.history_url)
+        self.reader = reader or HistoryReader(settings.history_url, engine=self.writer.engine)
         self.labels = FeedbackStore(self.reader.engine)
-        self.jobs = RetrainJobs(settings)
+        self.jobs = RetrainJobs(settings, engine=self.reader.engine)
         self.follower = registry_follower(settings)
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -172,3 +173,21 @@ def test_a_repeated_key_is_the_same_400_naming_it_in_both_apps(servers, path, bo
     bodies = {app: answer.json() for app, answer in answers.items()}
     assert bodies["flask"] == bodies["fastapi"]
     assert bodies["flask"]["detail"][0]["field"] == key
+
+
+def test_an_idle_connection_is_kept_as_long_by_both_apps(servers):
+    """Both servers keep an idle connection past uvicorn's own default (5 s): one plan
+    (api/server.py) gives them the same keep-alive, above load balancers' 60 s idle timeout."""
+    record = json.dumps(EXAMPLE).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(record)).encode() + b"\r\n\r\n" + record
+    )
+    for app, server in servers.items():
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(request)
+            assert _answer(connection)[0] == 200
+            time.sleep(6)
+            connection.sendall(request)
+            assert _answer(connection)[0] == 200, f"{app} closed an idle connection within 6 s"

@@ -37,7 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from api.core.history import HistoryWriter, PredictionBatch
 
-url, spool, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+url, spool, count, acks = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+# Acknowledged ids go to a file of their own, one os.write each: on stdout, the writer
+# thread's log lines could interleave with them.
+ack = os.open(acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 # A flush interval far beyond the test: nothing reaches the database before the kill.
 writer = HistoryWriter(url, spool, flush_interval=3600, retry_interval=3600)
 writer.start()
@@ -46,7 +49,7 @@ for i in range(count):
     writer.record_batch(PredictionBatch(
         ids, datetime.now(UTC), "m", "1", [{"i": i}] * len(ids), [0.25] * len(ids),
         ["no"] * len(ids), 1.0, f"r{i}"))
-    print("ACK", *ids, flush=True)  # acknowledged: the caller has the ids
+    os.write(ack, (" ".join(ids) + "\\n").encode())  # acknowledged: the caller has the ids
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -56,11 +59,12 @@ def _journals(folder: Path) -> list[Path]:
 
 
 def test_what_a_killed_process_acknowledged_is_stored_once(
-    migrated_url: str, spool_dir: Path, make_writer: Callable[..., HistoryWriter]
+    migrated_url: str, spool_dir: Path, make_writer: Callable[..., HistoryWriter], tmp_path: Path
 ) -> None:
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    acks = tmp_path / "acknowledged.txt"
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_SCRIPT, migrated_url, str(spool_dir), "300"],
+        [sys.executable, "-c", KILLED_SCRIPT, migrated_url, str(spool_dir), "300", str(acks)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
@@ -68,12 +72,7 @@ def test_what_a_killed_process_acknowledged_is_stored_once(
         check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
-    acknowledged = [
-        prediction_id
-        for line in killed.stdout.decode().splitlines()
-        if line.startswith("ACK ")
-        for prediction_id in line.split()[1:]
-    ]
+    acknowledged = acks.read_text(encoding="utf-8").split()
     assert len(acknowledged) == 600 and not stored_ids(migrated_url)  # all in memory when killed
     assert _journals(spool_dir), "the killed process left its journal"
 

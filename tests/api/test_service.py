@@ -81,6 +81,14 @@ def test_a_broken_pointer_keeps_the_model_being_served(trained, service, example
     assert "JSONDecodeError" in failed[0]["error"]
 
 
+def test_a_worker_has_one_connection_pool_for_history_labels_and_jobs(service, example):
+    engine = service.writer.engine
+    assert service.reader.engine is engine and service.jobs.engine is engine
+    service.predict(example, "req-pool")
+    assert service.writer.flush()
+    assert service.reader.count() == 1  # the reader sees what the writer wrote, same pool
+
+
 def test_predict_validates_scores_and_records(service, example):
     with pytest.raises(ValidationFailed) as refused:
         service.predict({**example, "state": "ZZ"}, "r")

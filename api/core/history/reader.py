@@ -14,8 +14,9 @@ from xgbops.tables import predictions
 class HistoryReader:
     """Reads the prediction history for the API."""
 
-    def __init__(self, database_url: str) -> None:
-        self._engine = create_engine_for(database_url)
+    def __init__(self, database_url: str, engine: Engine | None = None) -> None:
+        """``engine``: the worker's pool, shared with the writer (one is made if not given)."""
+        self._engine = engine or create_engine_for(database_url)
 
     def page(
         self,

@@ -57,10 +57,12 @@ class HistoryWriter:
         flush_interval: float = 0.2,
         max_batch: int = 1000,
         retry_interval: float = 1.0,
+        engine: Engine | None = None,
     ) -> None:
+        """``engine``: the worker's pool, shared with the reader (one is made if not given)."""
         if flush_interval <= 0 or retry_interval <= 0 or max_batch < 1:
             raise ValueError("flush_interval and retry_interval must be > 0, max_batch >= 1")
-        self._engine = create_engine_for(database_url)
+        self._engine = engine or create_engine_for(database_url)
         insert_sql(self._engine.dialect.name)  # fail now on an unsupported database
         self._spool = Spool(Path(spool_dir))
         self._flush_interval = flush_interval
