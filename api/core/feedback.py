@@ -19,10 +19,11 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from xgbops.tables import prediction_feedback
+
 from api.core.errors import FieldError, HistoryUnavailable, ValidationFailed, field_path
 from api.core.history import reason_of
 from api.core.schema import MISSING, NOT_AN_OBJECT, UNKNOWN
-from xgbops.tables import prediction_feedback
 
 log = structlog.get_logger(__name__)
 

@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from xgbops.config import Settings
+from xgbops.tables import ACTIVE, retrain_jobs
 
 from api.core.errors import (
     Conflict,
@@ -56,7 +57,6 @@ from api.core.errors import (
     ValidationFailed,
 )
 from api.core.history import create_engine_for
-from xgbops.tables import ACTIVE, retrain_jobs
 
 log = structlog.get_logger(__name__)
 

@@ -52,13 +52,7 @@ class Journal:
             OSError: the line could not be written (a full disk, say); nothing of it is kept.
         """
         current = self._current or self._open()
-        view = memoryview(line)
-        try:
-            while view:
-                view = view[os.write(current.fd, view) :]
-        except OSError:
-            os.ftruncate(current.fd, self._size)  # no torn line for the next append to follow
-            raise
+        append_whole(current.fd, line, self._size)
         self._size += len(line)
 
     def rotate(self) -> Segment | None:
@@ -99,6 +93,24 @@ class Journal:
         fcntl.flock(fd, fcntl.LOCK_EX)  # a new name: no one else holds it
         self._current, self._size = Segment(path, fd), 0
         return self._current
+
+
+def append_whole(fd: int, data: bytes, size: int, sync: bool = False) -> None:
+    """Append all of ``data`` to the file ``fd`` (now ``size`` bytes long), or nothing of it.
+
+    Raises:
+        OSError: the write (or the fsync, with ``sync``) failed; the file is cut back to
+            ``size``, so no torn line is left for the next append to follow.
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
 
 
 def journal_line(item: PredictionBatch | PredictionRecord) -> bytes | None:

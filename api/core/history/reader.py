@@ -6,9 +6,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
+from xgbops.tables import predictions
+
 from api.core.history.records import PredictionRecord, from_row, utc
 from api.core.history.store import create_engine_for
-from xgbops.tables import predictions
 
 
 class HistoryReader:

@@ -15,7 +15,7 @@ from typing import IO, Any, Final
 import orjson
 import structlog
 
-from api.core.history.journal import JOURNAL_GLOB
+from api.core.history.journal import JOURNAL_GLOB, append_whole
 from api.core.history.records import Row, jsonable
 
 REJECTED_FILE: Final = "rejected.jsonl"
@@ -46,15 +46,8 @@ class Spool:
         )
         try:
             handle = self._own or self._open_own()
-            size = os.fstat(handle.fileno()).st_size
-            try:
-                view = memoryview(lines)
-                while view:
-                    view = view[handle.write(view) or 0 :]
-                os.fsync(handle.fileno())
-            except OSError:
-                os.ftruncate(handle.fileno(), size)  # no torn line for the next append to follow
-                raise
+            fd = handle.fileno()
+            append_whole(fd, lines, os.fstat(fd).st_size, sync=True)
         except OSError as exc:
             self.error = str(exc)
             raise

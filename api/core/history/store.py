@@ -26,9 +26,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
 from xgbops.config import to_sqlalchemy_url
+from xgbops.tables import predictions
 
 from api.core.history.records import CREATED_AT, FIELDS, Row
-from xgbops.tables import predictions
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 #: Seconds to wait for a PostgreSQL connection; longer only delays spooling and readiness.
