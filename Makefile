@@ -22,7 +22,14 @@ MLFLOW_UI_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/.xgbops/mlflow.
 MLFLOW_UI_PORT ?= 5000
 # Extra options for the training steps, e.g. `make train TRAIN_ARGS=--no-promote`.
 TRAIN_ARGS ?=
+# Training engine, e.g. `make train ENGINE=dask-local` (local, dask or dask-local; see
+# docs/guide/scale.md). Empty: XGBOPS_ENGINE, else local.
+ENGINE ?=
 PROMOTE_ARGS ?=
+# Options of `xgbops tune`, e.g. `make tune TUNE_ARGS="--trials 50 --workers 2 --timeout 20m"`.
+TUNE_ARGS ?=
+# Runs or versions `make compare` compares, e.g. `make compare COMPARE_ARGS="3 champion"`.
+COMPARE_ARGS ?= champion
 EXAMPLE ?= data/example.json
 BENCH_ARGS ?=
 FUZZ_EXAMPLES ?= 500
@@ -54,10 +61,10 @@ DRIFT_WINDOW ?= 24h
 REPORT_WINDOW ?= 30d
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
-	quality data-check train evaluate promote pipeline run serve serve-fastapi openapi postman \
+	quality data-check train evaluate promote tune compare pipeline run serve serve-fastapi openapi postman \
 	bench bench-test fuzz mlflow-ui watch \
 	docker-build docker-bake docker-smoke docker-push container-deps container-test up down platform-check sonar sonar-gate notify \
-	monitor-setup monitor-sync monitor-system monitor-follow drift monitor-report kibana-import \
+	monitor-setup monitor-sync monitor-system monitor-follow drift monitor-report kibana-import observability-check \
 	system-deps clean distclean
 
 help: ## List the targets
@@ -124,7 +131,7 @@ data-check: install-runtime ## Check the dataset against config/dataset.yaml; re
 	$(BIN)/xgbops data-check
 
 train: install-runtime ## Train, track in MLflow, register, promote if better (TRAIN_ARGS=...)
-	$(BIN)/xgbops train $(TRAIN_ARGS)
+	$(if $(ENGINE),XGBOPS_ENGINE=$(ENGINE)) $(BIN)/xgbops train $(TRAIN_ARGS)
 
 evaluate: install-runtime ## Score the latest version on the holdout; plots in reports/evaluation
 	$(BIN)/xgbops evaluate
@@ -132,7 +139,29 @@ evaluate: install-runtime ## Score the latest version on the holdout; plots in r
 promote: install-runtime ## Make the latest version champion if it beats the champion (PROMOTE_ARGS=...)
 	$(BIN)/xgbops promote $(PROMOTE_ARGS)
 
+tune: install-runtime ## Optuna study over train.yaml's tune.space; best params to config/tuned.yaml (TUNE_ARGS=...)
+	$(BIN)/xgbops tune $(TUNE_ARGS)
+
+compare: install-runtime ## Table and plot of MLflow runs or registered versions (COMPARE_ARGS="3 champion")
+	$(BIN)/xgbops compare $(COMPARE_ARGS)
+
 pipeline: quality data-check train ## The local chain: quality -> data-check -> train
+
+# DVC (dvc.yaml): the same stages, each rerun only when its inputs changed. DVC_REMOTE names a
+# remote of .dvc/config: empty for the default (a folder under .xgbops/), `s3` for MinIO or S3
+# (credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3).
+.PHONY: repro data-pull data-push
+DVC_REMOTE ?=
+DVC := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc
+
+repro: install-runtime ## Rerun the DVC stages whose inputs changed: data-check -> train -> evaluate
+	$(DVC) repro
+
+data-pull: install-runtime ## Pull the dataset (when DVC tracks it) from DVC_REMOTE for the data check
+	$(DVC) pull --allow-missing --with-deps data-check $(if $(DVC_REMOTE),--remote $(DVC_REMOTE))
+
+data-push: install-runtime ## Push DVC-tracked data and the stages' outputs to DVC_REMOTE
+	$(DVC) push $(if $(DVC_REMOTE),--remote $(DVC_REMOTE))
 
 run: install-runtime ## Quickstart: install, train if there is no champion, serve it on :8000
 	$(BIN)/xgbops train --skip-if-champion
@@ -222,12 +251,12 @@ container-test: install container-deps | $(REPORTS) ## Build both images, run th
 	$(BIN)/pytest tests/container -n 0 -p no:cacheprovider --no-cov -v --timeout 2400 --durations 0 \
 		--junitxml=$(REPORTS)/junit-container.xml
 
-up: ## Bring up the platform with docker compose (PROFILES=core,ci,monitoring)
+up: ## Bring up the platform with docker compose (PROFILES=core,ci,monitoring,data)
 	@test -f .env || { cp .env.example .env; echo "Created .env from .env.example: change the passwords in it."; }
 	GIT_SHA=$(GIT_SHA) COMPOSE_PROFILES=$(PROFILES) $(COMPOSE) up -d --build --wait
 
 down: ## Stop the platform (volumes are kept; `docker compose down -v` drops them)
-	COMPOSE_PROFILES=core,ci,monitoring $(COMPOSE) down
+	COMPOSE_PROFILES=core,ci,monitoring,data,observability $(COMPOSE) down
 
 platform-check: install ## Lint what cannot run here (Jenkinsfiles, Dockerfiles, compose, k8s, YAML) + consistency tests
 	$(BIN)/pytest tests/platform -p no:cacheprovider --no-cov -q
@@ -265,9 +294,21 @@ monitor-report: install-runtime | $(REPORTS) ## Sample the machine, check drift,
 kibana-import: install-runtime ## Import the Kibana data views and dashboards (waits for Kibana)
 	$(BIN)/xgbops monitor kibana-import
 
-system-deps: ## Debian/Ubuntu packages some checks use: chromium (report test), wrk (make bench)
+ALERTMANAGER_CONFIG := monitoring/alertmanager/alertmanager.yml
+observability-check: install ## promtool/amtool: Prometheus config, rules and alert unit tests, Alertmanager routes; Grafana dashboards
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || \
+		{ echo "promtool/amtool missing: make system-deps (Debian's prometheus, prometheus-alertmanager)" >&2; exit 1; }
+	promtool check config monitoring/prometheus/prometheus.yml
+	promtool check rules monitoring/prometheus/rules/*.yml
+	promtool test rules monitoring/prometheus/tests/*.yml
+	amtool check-config $(ALERTMANAGER_CONFIG)
+	amtool config routes test --config.file=$(ALERTMANAGER_CONFIG) --verify.receivers=oncall-mail severity=page
+	amtool config routes test --config.file=$(ALERTMANAGER_CONFIG) --verify.receivers=team-mail severity=ticket
+	$(BIN)/python -m tools.grafana_dashboards --check
+
+system-deps: ## Debian/Ubuntu packages some checks use: chromium (report test), wrk (make bench), prometheus + prometheus-alertmanager (observability)
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium wrk
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium wrk prometheus prometheus-alertmanager
 
 clean: ## Remove reports, the embedded MLflow store and caches (keeps .venv)
 	rm -rf $(REPORTS) .xgbops .pytest_cache .mypy_cache .coverage .coverage.* htmlcov build

@@ -15,6 +15,8 @@ import structlog
 
 from xgbops.config import Settings, load_settings
 
+from tests.processes import unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -165,10 +167,23 @@ def postgres_admin_url() -> str:
                 return url
         except psycopg.Error as exc:
             errors.append(f"{url}: {str(exc).strip()}")
-    reason = "PostgreSQL is not reachable (" + "; ".join(errors) + ")"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI=true requires it")
-    pytest.skip(reason)
+    unavailable("PostgreSQL is not reachable (" + "; ".join(errors) + ")")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server the tests may count rate limits on (each test uses keys of its own).
+
+    Skipped with the reason when none answers; under ``CI=true`` that is a failure.
+    """
+    import redis  # pylint: disable=import-outside-toplevel
+
+    url = os.environ.get("XGBOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis is not reachable at {url} ({exc})")
+    return url
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
-"""Processes the tests start (servers of the project's own or MLflow's): ports and waiting."""
+"""Processes the tests start (servers of the project's own or MLflow's): ports, waiting, and
+what a test does when a real part is missing here."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess  # nosec B404 - only to type the process handle
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -41,3 +45,18 @@ def wait_until_healthy(
             pass
         time.sleep(0.2)
     pytest.fail(f"{name} did not answer {url} within {timeout:.0f} s:\n{log_tail(log)}")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose real part is missing here, naming it; under ``CI=true``, fail it."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
+
+
+def require_program(name: str, install: str = "") -> str:
+    """The path of ``name`` on PATH, or :func:`unavailable` saying how to install it."""
+    found = shutil.which(name)
+    if found is None:
+        unavailable(f"{name} is not installed{f' ({install})' if install else ''}")
+    return found

@@ -121,14 +121,15 @@ class MethodNotAllowed(ApiError):
 
 
 class Unauthorized(ApiError):
-    """No bearer token (401)."""
+    """No credential, or a wrong one (401); ``error`` is the RFC 6750 code for the challenge."""
 
-    def __init__(self, message: str = "a bearer token is required") -> None:
-        super().__init__(message, (), 401, "unauthorized", {"WWW-Authenticate": "Bearer"})
+    def __init__(self, message: str, error: str | None = None) -> None:
+        challenge = f'Bearer error="{error}"' if error else "Bearer"
+        super().__init__(message, (), 401, "unauthorized", {"WWW-Authenticate": challenge})
 
 
 class Forbidden(ApiError):
-    """Wrong token, or retraining disabled (403)."""
+    """A valid credential without the scope the operation needs (403)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, (), 403, "forbidden")
@@ -144,9 +145,10 @@ class Conflict(ApiError):
 class TooManyRequests(ApiError):
     """Rate limit exceeded (429)."""
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, headers: Mapping[str, str] | None = None) -> None:
         message = f"too many requests; retry in {retry_after} s"
-        super().__init__(message, (), 429, "too_many_requests", {"Retry-After": str(retry_after)})
+        every = {**(headers or {}), "Retry-After": str(retry_after)}
+        super().__init__(message, (), 429, "too_many_requests", every)
 
 
 def error_body(error: ApiError, request_id: str | None = None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Retraining on request: token check, one job at a time, a rate limit, jobs you can follow.
+"""Retraining on request: one job at a time, a rate limit, jobs you can follow (who may ask is
+:mod:`api.core.access`'s business: the ``admin`` scope).
 
 A job runs ``xgbops train`` in a child process: training (and MLflow) never load into a serving
 worker, and a crash in training cannot take a worker down. Who starts that process is a setting
@@ -16,7 +17,6 @@ counts a client's jobs of the last hour.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import re
@@ -47,13 +47,12 @@ from sqlalchemy.exc import IntegrityError
 from xgbops.config import Settings
 from xgbops.tables import ACTIVE, retrain_jobs
 
+from api.core import metrics
 from api.core.errors import (
     Conflict,
     FieldError,
-    Forbidden,
     NotFound,
     TooManyRequests,
-    Unauthorized,
     ValidationFailed,
 )
 from api.core.history import create_engine_for
@@ -94,22 +93,6 @@ class RetrainJobs:
         if self._engine is None:
             self._engine = create_engine_for(self.settings.history_url)
         return self._engine
-
-    def authorize(self, authorization: str | None) -> None:
-        """Check ``Authorization: Bearer <token>`` against the configured token.
-
-        Raises:
-            Forbidden: retraining is disabled (no token configured) or the token is wrong.
-            Unauthorized: no bearer token was sent.
-        """
-        secret = self.settings.retrain_token
-        if secret is None or not secret.get_secret_value():
-            raise Forbidden("retraining is disabled on this server")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized()
-        if not hmac.compare_digest(token.encode(), secret.get_secret_value().encode()):
-            raise Forbidden("invalid token")
 
     def submit(self, client: str) -> dict[str, Any]:
         """Start a job for ``client`` (an address); returns its document.
@@ -263,6 +246,7 @@ class RetrainJobs:
             error=error,
         )
         log.info("retrain.finished", job_id=job_id, status=status, error=error)
+        metrics.observe_retrain(status)
 
     def _update(self, job_id: str, **values: Any) -> None:
         with self.engine.begin() as connection:

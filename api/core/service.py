@@ -23,6 +23,7 @@ from xgbops.champion import RegistryClient, is_server_uri
 from xgbops.config import Settings
 
 from api.core import metrics
+from api.core.access import Access
 from api.core.champion import ChampionStore, LoadedModel, RegistryFollower
 from api.core.body import read_json
 from api.core.feedback import FeedbackStore, check_feedback
@@ -89,7 +90,9 @@ class PredictionService:
         self.reader = reader or HistoryReader(settings.history_url, engine=self.writer.engine)
         self.labels = FeedbackStore(self.reader.engine)
         self.jobs = RetrainJobs(settings, engine=self.reader.engine)
+        self.access = Access(settings, lambda: self.reader.engine)
         self.follower = registry_follower(settings)
+        metrics.watch(spool_dir(settings), settings.reports_path / "drift.json")
 
     @classmethod
     def create(cls, settings: Settings) -> PredictionService:
@@ -241,24 +244,25 @@ class PredictionService:
             {"prediction_id": prediction_id, "probability": probability, "label": label}
             for prediction_id, probability, label in zip(ids, probabilities, labels)
         ]
-        metrics.observe_predictions(labels, loaded.version)
+        metrics.observe_predictions(labels, loaded.version, scores)
         return results
 
     def _model(self) -> LoadedModel:
         loaded = self.store.get()
-        metrics.set_model(loaded.name, loaded.version)
+        metrics.set_model(loaded.name, loaded.version, str(loaded.pointer.get("run_id") or ""))
         return loaded
 
     # -- retraining --------------------------------------------------------------------------
 
-    def retrain(self, authorization: str | None, client: str) -> dict[str, Any]:
-        """Start a retraining job (answered with 202 and the job document)."""
-        self.jobs.authorize(authorization)
-        return self.jobs.submit(client)
+    def retrain(self, client: str) -> dict[str, Any]:
+        """Start a retraining job (answered with 202 and the job document); the adapter has
+        checked the caller's ``admin`` scope (:mod:`api.core.access`)."""
+        job = self.jobs.submit(client)
+        metrics.observe_retrain("queued")
+        return job
 
-    def retrain_status(self, authorization: str | None, job_id: str) -> dict[str, Any]:
+    def retrain_status(self, job_id: str) -> dict[str, Any]:
         """A retraining job's document."""
-        self.jobs.authorize(authorization)
         return self.jobs.get(job_id)
 
     # -- reporting ---------------------------------------------------------------------------
@@ -276,6 +280,9 @@ class PredictionService:
             "digest": pointer.get("digest"),
             "source": pointer.get("source"),
             "trained_at": pointer.get("trained_at"),
+            # What it was trained from, saved in the model's own files (xgbops.dataversion).
+            "data_version": loaded.predictor.metadata.get("data_version"),
+            "git_commit": loaded.predictor.metadata.get("git_commit"),
             "threshold": loaded.predictor.threshold,
             "labels": {
                 "positive": loaded.predictor.model.positive_label,
@@ -322,6 +329,7 @@ class PredictionService:
             )
         except SQLAlchemyError as exc:
             log.error("history.read_failed", error=reason_of(exc))
+            metrics.observe_database(False, "read")
             raise HistoryUnavailable("the prediction history cannot be read") from None
         return {
             "total": total,

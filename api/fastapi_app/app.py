@@ -28,6 +28,7 @@ from xgbops.logs import configure_logging
 
 from api import docs_assets
 from api.core import errors, metrics
+from api.core.access import SECURITY_SCHEMES, document_security
 from api.core.body import check_headers
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
@@ -74,21 +75,22 @@ def create_app(
         log_requests=settings.serve.access_log,
         max_header_bytes=settings.serve.max_header_bytes,
     )
+    app.add_middleware(metrics.TrackInFlight)
     _install_handlers(app)
-    app.openapi = lambda: _openapi(app, [record, batch, feedback])  # type: ignore[method-assign]
+    models = [record, batch, feedback]
+    app.openapi = lambda: _openapi(app, models, settings)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI, models: list[Any]) -> dict[str, Any]:
+def _openapi(app: FastAPI, models: list[Any], settings: Settings) -> dict[str, Any]:
     """FastAPI's document plus the generated request models, which routes reference by name."""
     if app.openapi_schema:
         return app.openapi_schema
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
-    document.setdefault("components", {})["securitySchemes"] = {
-        "bearer": {"type": "http", "scheme": "bearer"}
-    }
+    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    document_security(document["paths"], settings)
     components = document["components"].setdefault("schemas", {})
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -214,7 +216,10 @@ class _Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id.encode()))
+                for name, value in scope["state"].get("limit_headers", {}).items():
+                    headers.append((name.lower().encode(), value.encode()))
             await send(message)
 
         try:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from pydantic import BaseModel, ValidationError
 
 from api.core import errors, links, metrics
@@ -25,7 +26,22 @@ def get_service(request: Request) -> PredictionService:
     return service
 
 
-BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
+def guard(connection: HTTPConnection) -> None:
+    """Check the caller's credential, scope and rate limit (:mod:`api.core.access`) before the
+    body is read; the rate-limit headers go out with the answer (see the app's middleware)."""
+    route = connection.scope.get("route")
+    if connection.scope["type"] != "http" or route is None:
+        return  # the WebSocket route checks at its handshake, where it can answer
+    client = connection.client.host if connection.client else "unknown"
+    connection.state.limit_headers = connection.app.state.service.access.check(
+        connection.scope["method"],
+        route.path,
+        connection.headers.get("authorization"),
+        connection.headers.get("x-api-key"),
+        client,
+    )
+
+
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
 #: Documented with the pattern job ids have, checked by the core (same 422 as Flask's).
 JobId = Annotated[
@@ -87,7 +103,7 @@ async def read_body(request: Request) -> Any:
 
 def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     """All HTTP and WebSocket routes for records described by ``spec``."""
-    api = APIRouter()
+    api = APIRouter(dependencies=[Depends(guard)])
 
     async def predict(request: Request, service: PredictionService) -> dict[str, Any]:
         body = await read_body(request)
@@ -152,10 +168,7 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         "/retrain",
         status_code=202,
         tags=["retrain"],
-        openapi_extra=BEARER,
         responses={
-            401: {"model": ErrorBody, "description": "no bearer token"},
-            403: {"model": ErrorBody, "description": "wrong token or disabled"},
             409: {"model": ErrorBody, "description": "a job is running"},
             429: {"model": ErrorBody, "description": "rate limited"},
             **responses_with_links(202, links.RETRAIN_LINKS),
@@ -164,24 +177,21 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     def retrain(request: Request, response: Response, service: ServiceDep) -> dict[str, Any]:
         """Train in the background; a better model becomes champion and is served at once."""
         client = request.client.host if request.client else "unknown"
-        job = service.retrain(request.headers.get("authorization"), client)
+        job = service.retrain(client)
         response.headers["Location"] = f"/retrain/{job['job_id']}"
         return job
 
     @api.get(
         "/retrain/{job_id}",
         tags=["retrain"],
-        openapi_extra=BEARER,
         responses={
-            401: {"model": ErrorBody, "description": "no bearer token"},
-            403: {"model": ErrorBody, "description": "wrong token or disabled"},
             404: {"model": ErrorBody, "description": "no such job"},
             422: {"model": ErrorBody, "description": "not a job id"},
         },
     )
-    def retrain_status(job_id: JobId, request: Request, service: ServiceDep) -> dict[str, Any]:
+    def retrain_status(job_id: JobId, service: ServiceDep) -> dict[str, Any]:
         """Status (queued, running, succeeded, failed), result and error of a job."""
-        return service.retrain_status(request.headers.get("authorization"), job_id)
+        return service.retrain_status(job_id)
 
     @api.get("/health", tags=["operations"])
     @api.get("/api/v1/health", tags=["v1"])
@@ -230,6 +240,22 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         """One JSON record (or {"records": [...]}) per message, one answer each."""
         service: PredictionService = websocket.app.state.service
         request_id = new_request_id(websocket.headers.get("x-request-id"))
+        try:
+            client = websocket.client.host if websocket.client else "unknown"
+            service.access.check(
+                "GET",
+                "/ws/predict",
+                websocket.headers.get("authorization"),
+                websocket.headers.get("x-api-key"),
+                client,
+            )
+        except errors.ApiError as refused:  # an HTTP answer to the handshake, as Flask gives
+            await websocket.send_denial_response(
+                JSONResponse(
+                    errors.error_body(refused), refused.status, headers=dict(refused.headers)
+                )
+            )
+            return
         await websocket.accept()
         try:
             while True:

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 from typing import Any
 
@@ -14,6 +16,7 @@ import orjson
 import structlog
 from flask import Blueprint, Flask, Response, current_app, g, request, send_from_directory
 from flask.json.provider import DefaultJSONProvider
+from apispec import BasePlugin
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
@@ -22,6 +25,7 @@ from xgbops.logs import configure_logging
 
 from api import docs_assets
 from api.core import errors, metrics
+from api.core.access import SECURITY_SCHEMES, document_security
 from api.core.body import check_headers, read_json
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
@@ -29,7 +33,6 @@ from api.flask_app import routes
 from api.flask_app.schemas import ErrorBodySchema
 from api.flask_app.websocket import register_websocket
 
-BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer"}}
 JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback"}
 
 access_log = structlog.get_logger("xgbops.access")
@@ -73,13 +76,13 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         XGBOPS_MAX_HEADER_BYTES=settings.serve.max_header_bytes,
         API_SPEC_OPTIONS={
             "info": {"description": f"Scores {settings.dataset.description}"},
-            "components": {"securitySchemes": BEARER_SCHEME},
+            "components": {"securitySchemes": SECURITY_SCHEMES},
             "servers": [{"url": f"http://{settings.serve.host}:{settings.serve.port}"}],
         },
     )
     app.json = OrjsonProvider(app)
     app.extensions["xgbops"] = service
-    api = _Api(app)
+    api = _Api(app, spec_kwargs={"extra_plugins": [_SecurityPlugin(settings)]})
     spec = RecordSpec.from_dataset(settings.dataset)
     for blueprint in routes.blueprints(spec, settings.serve.batch_limit):
         api.register_blueprint(blueprint)
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     app.register_blueprint(_docs_assets())
     _install_hooks(app, settings.serve.access_log)
     app.wsgi_app = _close_when_body_unread(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = metrics.track_in_flight_wsgi(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -112,6 +116,26 @@ class _Api(Api):  # type: ignore[misc]
     ERROR_SCHEMA = ErrorBodySchema
 
 
+class _SecurityPlugin(BasePlugin):
+    """Writes each operation's security and refusals as the FastAPI twin does (same function)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if path is not None and operations is not None:
+            document_security({path: operations}, self.settings)
+
+
+@functools.cache
+def openapi_route(rule: str) -> str:
+    """A Flask rule as the OpenAPI document (and :mod:`api.core.access`) writes it."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
 def _install_hooks(app: Flask, log_requests: bool) -> None:
     @app.before_request
     def _start() -> None:
@@ -121,6 +145,14 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
         check_headers(request.headers.items(), current_app.config["XGBOPS_MAX_HEADER_BYTES"])
+        if request.url_rule is not None:
+            g.limit_headers = current_app.extensions["xgbops"].access.check(
+                request.method,
+                openapi_route(request.url_rule.rule),
+                request.headers.get("Authorization"),
+                request.headers.get("X-API-Key"),
+                request.remote_addr or "unknown",
+            )
         if request.method == "POST" and request.path in JSON_ENDPOINTS:
             _parse_json_body()
 
@@ -129,6 +161,7 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
         if not _drain_body(current_app.config["MAX_CONTENT_LENGTH"] * DRAIN_FACTOR):
             request.environ[BODY_UNREAD] = True
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.extend(g.get("limit_headers", {}))
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", 0)
         metrics.observe_request(rule, request.method, response.status_code, elapsed)

@@ -219,6 +219,43 @@ def predict(
     typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
 
 
+@app.command("score")
+def score_command(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(help="A CSV file, or a folder, glob or URL of Parquet/CSV files.")
+    ],
+    output: Annotated[str, typer.Argument(help="Folder (or URL) for the scored Parquet parts.")],
+    version: VersionOption = None,
+) -> None:
+    """Score a whole table with the champion on the engine of XGBOPS_ENGINE; write Parquet."""
+    from xgbops.score import score_table  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with Progress(
+        TextColumn(f"[bold]scoring ({settings.engine})"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("partitions"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("score", total=None)
+        result = score_table(
+            settings,
+            source,
+            output,
+            version=version,
+            on_partition=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    typer.echo(
+        f"{result.rows} rows in {result.partitions} partition(s) scored by "
+        f"{settings.model_name} v{result.version} (run {result.run_id}) in "
+        f"{result.seconds:.1f}s: {result.output}"
+    )
+
+
 @app.command("export-champion")
 def export_champion(
     ctx: typer.Context,
@@ -249,6 +286,83 @@ def watch_command(ctx: typer.Context) -> None:
     settings = _settings(ctx)
     typer.echo(f"watching {settings.project_dir} (Ctrl-C to stop)")
     watch.watch(settings.project_dir)
+
+
+# --- tune and compare (experiments issue): xgbops.tune and xgbops.compare do the work ---------
+@app.command("tune")
+def tune_command(
+    ctx: typer.Context,
+    trials: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Trials the study holds when done (default: tune.trials)."),
+    ] = None,
+    timeout: Annotated[
+        Optional[str], typer.Option(help="Start no trial after this long, e.g. 10m, 1h.")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(min=1, help="Processes sharing the study (tune.workers).")
+    ] = None,
+) -> None:
+    """Search the space in train.yaml with Optuna; write the best params where train reads them."""
+    # pylint: disable=import-outside-toplevel  # optuna only for this command
+    from xgbops.config import parse_duration
+    from xgbops.tune import tune
+
+    settings = _settings(ctx)
+    seconds = None
+    if timeout is not None:
+        try:
+            seconds = parse_duration(timeout, "timeout").total_seconds()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--timeout") from None
+    total = trials or settings.train.tune.trials
+    with Progress(
+        TextColumn("[bold]tuning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials, best {task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("tune", total=total, best="-")
+        result = tune(
+            settings,
+            trials=trials,
+            timeout=seconds,
+            workers=workers,
+            on_trial=lambda done, _total, best: progress.update(
+                task, completed=done, best="-" if best is None else f"{best:.4f}"
+            ),
+        )
+    states = ", ".join(f"{count} {state.lower()}" for state, count in result.states.items())
+    typer.echo(f"study {result.study_name} ({result.storage}): {states}")
+    typer.echo(
+        f"best validation {result.metric} {result.best_value:.4f} (trial {result.best_trial})"
+    )
+    if result.hand_set_value is not None:
+        typer.echo(f"hand-set parameters: {result.hand_set_value:.4f}")
+    typer.echo(f"parameters written to {result.params_file}; `xgbops train` uses them")
+    typer.echo(f"MLflow parent run {result.parent_run_id}; plots in {result.report_dir}")
+
+
+@app.command("compare")
+def compare_command(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN_OR_VERSION",
+            help="Versions (3, v3), aliases (champion) or MLflow run ids.",
+        ),
+    ],
+) -> None:
+    """Table of metrics, differing params and data versions; plot in reports/compare/."""
+    from xgbops.compare import compare  # pylint: disable=import-outside-toplevel
+
+    comparison = compare(_settings(ctx), names)
+    typer.echo(comparison.table())
+    typer.echo(f"report: {comparison.markdown}; plot: {comparison.plot}")
 
 
 # --- notify and sonar-gate (platform issue) ---------------------------------------------------
@@ -320,6 +434,63 @@ def sonar_gate(
         settings.sonar, credentials, token_file=token_file, wait_timeout=wait, poll_interval=poll
     )
     typer.echo("\n".join(report.lines()))
+
+
+# --- data versions (DVC issue): xgbops.dataversion does the work ----------------------------
+data_app = typer.Typer(
+    help="Data versions: the dataset's DVC hash, and the data a registered version used.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("version")
+def data_version(ctx: typer.Context) -> None:
+    """Print the dataset's data version (its md5, as DVC records it)."""
+    from xgbops import dataversion  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    typer.echo(f"{dataversion.data_version(settings.data_path)}  {settings.dataset.path}")
+
+
+@data_app.command("checkout")
+def data_checkout(
+    ctx: typer.Context,
+    version: VersionOption = None,
+    alias: Annotated[
+        Optional[str], typer.Option(help="The version with this alias (e.g. champion).")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option(help="Write it here (default: the dataset's own path).")
+    ] = None,
+) -> None:
+    """Restore the exact data a registered version was trained on (checked by its md5)."""
+    from xgbops import dataversion  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status("Looking for the version's data"):
+        restored = dataversion.checkout_version(settings, version, alias, output)
+    typer.echo(f"{restored.path}: data version {restored.data_version} ({restored.source})")
+
+
+@data_app.command("synth")
+def data_synth(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(min=1, help="Rows in all.")],
+    out: Annotated[Path, typer.Option(help="Folder of the Parquet files (part-NNNNN.parquet).")],
+    seed: Annotated[int, typer.Option(help="Same seed, same table.")] = 0,
+    partition_rows: Annotated[int, typer.Option(min=1, help="Rows per file.")] = 250_000,
+) -> None:
+    """Write a synthetic table that follows the dataset config, for scale tests and benchmarks."""
+    from xgbops.synth import synthesize  # pylint: disable=import-outside-toplevel
+
+    settings = _settings(ctx)
+    with _status(f"Writing {rows} rows to {out}"):
+        result = synthesize(settings.dataset, rows, out, seed=seed, partition_rows=partition_rows)
+    typer.echo(
+        f"{result.directory}: {result.rows} rows in {result.partitions} Parquet file(s), "
+        f"positive rate {result.positive_rate:.3f}"
+    )
 
 
 # --- monitor (monitoring issue): xgbops.monitoring does the work ------------------------------
@@ -545,6 +716,66 @@ def _read_text(path: Path) -> str:
 
 def _metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<10} {value:.4f}" for name, value in metrics.items())
+
+
+# --- API keys: xgbops.keys does the work, on the serving database ---------------------------
+keys_app = typer.Typer(
+    help="API keys of the serving API: create (shown once), list, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(settings: Settings) -> Any:
+    # pylint: disable=import-outside-toplevel  # the database layer only for this command
+    from xgbops.database import create_engine_for, migrate
+    from xgbops.keys import KeyStore
+
+    migrate(settings.history_url)  # the API may never have started on this database
+    return KeyStore(create_engine_for(settings.history_url))
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Who or what uses the key (shown by list).")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help="predict, read or admin (admin implies both); repeat for several."),
+    ],
+) -> None:
+    """Create a key and print it once: it is stored only as a hash."""
+    try:
+        key, text = _key_store(_settings(ctx)).create(name, scope)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    err.print(f"key {key.id} ({key.name}): {' '.join(sorted(key.scopes))}; shown only now")
+    typer.echo(text)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """Every key, newest first: id, name, scopes, created, revoked."""
+    for key in _key_store(_settings(ctx)).list():
+        revoked = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        scopes = ",".join(sorted(key.scopes))
+        typer.echo(
+            f"{key.id}  {key.name:<20} {scopes:<20} {key.created_at:%Y-%m-%d %H:%M}  {revoked}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The id list shows.")]
+) -> None:
+    """Revoke a key: every API worker refuses it within auth.key_cache_seconds."""
+    # pylint: disable-next=import-outside-toplevel
+    from xgbops.keys import UnknownKey
+
+    try:
+        key = _key_store(_settings(ctx)).revoke(key_id)
+    except UnknownKey:
+        raise typer.BadParameter(f"no key has the id {key_id!r}", param_hint="KEY_ID") from None
+    typer.echo(f"{key.id} ({key.name}) revoked")
 
 
 def main() -> None:

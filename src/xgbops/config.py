@@ -211,6 +211,9 @@ class Promotion(_Strict):
     """The holdout metric a new version must beat to become champion."""
 
     metric: str = "roc_auc"
+    #: How much a challenger must beat the champion and every baseline by, in units of
+    #: ``metric`` (0: any strict improvement; a tie never wins).
+    margin: float = Field(default=0.0, ge=0.0)
 
     @field_validator("metric")
     @classmethod
@@ -227,6 +230,66 @@ class Promotion(_Strict):
         return METRIC_DIRECTIONS[self.metric]
 
 
+class SearchDimension(_Strict):
+    """One hyper-parameter of the tuning space: a number between ``low`` and ``high``
+    (``int`` or ``float``, ``log`` to sample on a log scale) or one of ``choices``."""
+
+    #: ``int`` and ``float`` are sampled between ``low`` and ``high``; ``categorical`` from
+    #: ``choices``.
+    type: Literal["int", "float", "categorical"]
+    #: Smallest value tried (inclusive).
+    low: float | None = None
+    #: Largest value tried (inclusive).
+    high: float | None = None
+    #: Sample on a log scale (for rates and regularisation spanning decades).
+    log: bool = False
+    #: The values a ``categorical`` dimension takes.
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs choices")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} dimension needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale dimension needs low > 0")
+        return self
+
+
+class TuneConfig(_Strict):
+    """The hyper-parameter search of ``xgbops tune`` (Optuna), under ``tune:`` in train.yaml."""
+
+    #: XGBoost evaluation metric on the validation split that trials optimise and early-stop
+    #: on (``auc``, ``aucpr``: higher is better; ``logloss``, ``error``: lower is better).
+    metric: str = "auc"
+    #: Trials the study holds in all when it ends (finished or pruned): a resumed study runs
+    #: only the missing ones; raise it to go on with a finished study.
+    trials: int = Field(default=30, ge=1)
+    #: Stop starting trials after this long (``10m``, ``1h``); unset: no time limit.
+    timeout: Duration | None = None
+    #: Processes running trials on the one storage; each booster gets cores / workers threads.
+    workers: int = Field(default=1, ge=1)
+    #: Optuna storage URL (SQLAlchemy: ``sqlite:///...``, ``postgresql://...``); unset: the
+    #: SQLite file ``optuna.db`` in the state folder.
+    storage: str | None = None
+    #: The study's name in the storage; unset: the registered model name.
+    study_name: str | None = Field(default=None, min_length=1)
+    #: Boosting rounds a trial runs before pruning may stop it.
+    pruning_warmup_rounds: int = Field(default=10, ge=0)
+    #: Seconds between a running trial's heartbeats: a trial silent for twice as long (its
+    #: process died) is marked failed and run again once.
+    heartbeat_seconds: int = Field(default=10, ge=1)
+    #: XGBoost parameters to search, each with its range; the others keep train.yaml's values.
+    space: dict[str, SearchDimension] = Field(default_factory=dict)
+
+    @property
+    def maximize(self) -> bool:
+        """True when a higher value of ``metric`` is better."""
+        return self.metric.split("@", maxsplit=1)[0] in {"auc", "aucpr", "map", "ndcg", "pre"}
+
+
 class TrainConfig(_Strict):
     """What ``config/train.yaml`` describes: hyper-parameters, seed, split and promotion."""
 
@@ -239,6 +302,14 @@ class TrainConfig(_Strict):
     early_stopping_rounds: int | None = Field(default=50, ge=1)
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     promotion: Promotion = Promotion()
+    #: Simple models fitted beside every candidate on the same split and featuriser
+    #: (``majority``: the training prior; ``logistic``: L2-regularised logistic regression);
+    #: a candidate that does not beat each by ``promotion.margin`` never becomes champion.
+    baselines: list[Literal["majority", "logistic"]] = ["majority", "logistic"]
+    #: YAML file whose ``params`` mapping ``xgbops tune`` writes and whose values override
+    #: ``params`` above (relative to the project; a missing file changes nothing).
+    tuned_params: Path | None = None
+    tune: TuneConfig = TuneConfig()
 
     @field_validator("params")
     @classmethod
@@ -383,18 +454,116 @@ class SonarSettings(_Strict):
     jenkins_url: str = "http://jenkins:8080"
 
 
+class AuthSettings(_Strict):
+    """Who may call the API: keys from ``xgbops keys``, or JWTs from an identity provider.
+
+    Retraining (and every ``admin`` endpoint) always needs a credential; ``enabled`` makes
+    scoring need a ``predict`` key and reading a ``read`` key as well.
+    """
+
+    #: Require a key (or JWT) with the ``predict`` scope to score and the ``read`` scope to read
+    #: the model and the history. Off in the embedded default, on in compose.
+    enabled: bool = False
+    #: How long a worker trusts a key it has checked, in seconds: a revoked key is refused
+    #: within this time, and the database is asked at most once per key in it.
+    key_cache_seconds: float = Field(default=10.0, ge=0)
+    #: JWKS URL of an identity provider: JWTs signed by one of its keys are accepted, with
+    #: their scopes from the ``scope`` (space-separated) or ``scp`` claim. Unset: no JWTs.
+    jwks_url: str | None = None
+    #: The ``aud`` a JWT must carry (unset: not checked).
+    jwt_audience: str | None = None
+    #: The ``iss`` a JWT must carry (unset: not checked).
+    jwt_issuer: str | None = None
+    #: Signature algorithms accepted for JWTs, comma-separated (asymmetric ones only: the
+    #: JWKS publishes public keys).
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256"]
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        refused = [name for name in value if not name.startswith(("RS", "ES", "PS", "EdDSA"))]
+        if refused or not value:
+            raise ValueError(f"only asymmetric algorithms are accepted (not {refused or 'none'})")
+        return value
+
+
+class LimitSettings(_Strict):
+    """Rate limits per key (per client address when anonymous), in the ``limits`` notation
+    (``100/second``, ``6000/minute``, ``10 per 2 seconds``); unset: no limit."""
+
+    #: Scoring requests (``/predict``, ``/predict/batch``, ``/feedback``, each one request).
+    predict: str | None = None
+    #: Reading requests (``/model``, ``/predictions``, ``/api/v1/metrics``).
+    read: str | None = None
+    #: Where the counters live: ``redis://host:6379/0`` shares one limit among every worker and
+    #: replica; ``memory://`` counts per worker process (each worker allows the full limit).
+    storage_uri: str = "memory://"
+    #: ``fixed-window`` (one counter per window: cheapest, bursts at a window's edge) or
+    #: ``moving-window`` (exact, costlier) or ``sliding-window-counter`` (between the two).
+    strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = "fixed-window"
+
+
+class DaskSettings(_Strict):
+    """The Dask cluster of the ``dask`` and ``dask-local`` engines (see docs/guide/scale.md)."""
+
+    #: The scheduler of an existing cluster, e.g. ``tcp://dask-scheduler:8786`` (engine ``dask``).
+    scheduler_address: str | None = None
+    #: Workers of the ``dask-local`` cluster; unset: the machine's cores / ``threads_per_worker``.
+    workers: int | None = Field(default=None, ge=1)
+    #: Threads per worker of the ``dask-local`` cluster.
+    threads_per_worker: int = Field(default=1, ge=1)
+    #: Partitioned input: a folder, a glob or an fsspec URL (``s3://bucket/table/``) of Parquet
+    #: or CSV files; unset: the dataset config's path.
+    data: str | None = None
+    #: Column whose hash decides each row's split (a stable id); unset: the hash of every
+    #: feature and the target, so a row keeps its split however the data is partitioned.
+    split_key: str | None = None
+    #: Size of the partitions a CSV is cut into (Parquet keeps its files' row groups).
+    csv_blocksize: str = "64MB"
+    #: Seconds to wait for the scheduler to answer before giving up.
+    connect_timeout: float = Field(default=30.0, gt=0)
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Loads the dataset and train YAML files named by the other sources."""
 
-    def __init__(self, settings_cls: type[BaseSettings], files: dict[str, Path]) -> None:
+    def __init__(
+        self, settings_cls: type[BaseSettings], files: dict[str, Path], project_dir: Path
+    ) -> None:
         super().__init__(settings_cls)
         self._files = files
+        self._project_dir = project_dir
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # pragma: no cover - __call__ is overridden
 
     def __call__(self) -> dict[str, Any]:
-        return {key: read_yaml(path) for key, path in self._files.items()}
+        content = {key: read_yaml(path) for key, path in self._files.items()}
+        content["train"] = with_tuned_params(content["train"], self._project_dir)
+        return content
+
+
+def with_tuned_params(train: dict[str, Any], project_dir: Path) -> dict[str, Any]:
+    """train.yaml's content with the ``params`` of its ``tuned_params`` file laid over its own.
+
+    Raises:
+        ConfigError: the tuned file is invalid, or its ``params`` is not a mapping.
+    """
+    name = train.get("tuned_params")
+    path = project_dir / str(name) if name else None
+    if path is None or not path.is_file():
+        return train
+    tuned = read_yaml(path).get("params") or {}
+    if not isinstance(tuned, dict):
+        raise ConfigError(f"{path}: params must be a mapping")
+    return {**train, "params": {**(train.get("params") or {}), **tuned}}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -447,7 +616,14 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     sonar: SonarSettings = SonarSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
     experiment_name: str = "xgbops"
+    #: Who reads the data and trains the booster: ``local`` (one process, pandas), ``dask``
+    #: (the cluster at ``dask.scheduler_address``) or ``dask-local`` (a LocalCluster started for
+    #: the run). The engine never changes what the registered model is.
+    engine: Literal["local", "dask", "dask-local"] = "local"
+    dask: DaskSettings = DaskSettings()
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -463,8 +639,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        paths = _config_paths(init_settings(), settings_cls)
-        return (init_settings, env_settings, _YamlSource(settings_cls, paths))
+        init = init_settings()
+        paths = _config_paths(init, settings_cls)
+        yaml_source = _YamlSource(settings_cls, paths, _project_dir(init, settings_cls))
+        return (init_settings, env_settings, yaml_source)
 
     def resolve(self, path: Path) -> Path:
         """Return ``path`` made absolute against the project directory."""
@@ -518,12 +696,17 @@ class Settings(BaseSettings):
 def _config_paths(init: dict[str, Any], settings_cls: type[BaseSettings]) -> dict[str, Path]:
     """Find the YAML files before the settings exist: keyword arguments, then environment."""
     env = EnvSettingsSource(settings_cls, env_prefix=ENV_PREFIX)()
-    project_dir = Path(init.get("project_dir") or env.get("project_dir") or Path.cwd())
+    project_dir = _project_dir(init, settings_cls)
     files = {}
     for key, default in (("dataset", DEFAULT_DATASET_CONFIG), ("train", DEFAULT_TRAIN_CONFIG)):
         path = Path(init.get(f"{key}_config") or env.get(f"{key}_config") or default)
         files[key] = path if path.is_absolute() else project_dir / path
     return files
+
+
+def _project_dir(init: dict[str, Any], settings_cls: type[BaseSettings]) -> Path:
+    env = EnvSettingsSource(settings_cls, env_prefix=ENV_PREFIX)()
+    return Path(init.get("project_dir") or env.get("project_dir") or Path.cwd())
 
 
 def to_sqlalchemy_url(url: str) -> str:

@@ -255,8 +255,14 @@ def training_lines(result: Mapping[str, Any]) -> list[str]:
     lines = [f"model: {result['model_name']} v{result.get('version', '?')}"]
     if result.get("run_id"):
         lines.append(f"MLflow run: {result['run_id']}")
+    baselines = result.get("baselines") or {}
     for name, value in (result.get("metrics") or {}).items():
-        lines.append(f"holdout {name}: {_number(value)}")
+        beside = ", ".join(
+            f"{baseline} {_number(scores.get(name))}" for baseline, scores in baselines.items()
+        )
+        lines.append(
+            f"holdout {name}: {_number(value)}" + (f" (baselines: {beside})" if beside else "")
+        )
     if result.get("best_iteration") is not None:
         lines.append(f"best iteration: {result['best_iteration']}")
     if result.get("duration_seconds") is not None:
@@ -282,6 +288,8 @@ def _decision_lines(decision: Mapping[str, Any] | None) -> list[str]:
         )
     verdict = "yes" if decision.get("promoted") else "no"
     lines = [f"champion changed: {verdict}", f"{challenger} vs {champion}"]
+    for name, value in (decision.get("baselines") or {}).items():
+        lines.append(f"{name} baseline {metric}={_number(value)}")
     if decision.get("reason"):
         lines.append(f"reason: {decision['reason']}")
     return lines

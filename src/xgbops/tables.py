@@ -58,3 +58,16 @@ prediction_feedback = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
     Column("request_id", String, nullable=False),
 )
+
+#: API keys (``xgbops keys``): the secret is stored only as its SHA-256 (a key is 32 random
+#: bytes, so a fast hash is enough: there is nothing to guess), the id is public, for lookup.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String, nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("scopes", String, nullable=False),  # space-separated, as an OAuth scope claim
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)

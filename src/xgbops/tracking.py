@@ -29,6 +29,7 @@ from mlflow.models import infer_signature
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 import xgbops
 from xgbops.config import Settings
@@ -107,7 +108,7 @@ class XgbopsPyfunc(PythonModel):  # pylint: disable=abstract-method  # no stream
         )
 
 
-class Tracker:
+class Tracker:  # pylint: disable=too-many-public-methods  # the one facade over MLflow
     """A session with one tracking server and its model registry.
 
     Creating it points MLflow at the configured URI and makes sure the experiment exists.
@@ -141,12 +142,54 @@ class Tracker:
         return str(self.client.create_experiment(name, artifact_location=location))
 
     @contextmanager
-    def run(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
-        """Open a run and yield its id; the run is marked FAILED if the block raises."""
+    def run(
+        self, run_name: str, tags: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> Iterator[str]:
+        """Open a run (or reopen ``run_id``, e.g. a resumed study's parent) and yield its id;
+        the run is marked FAILED if the block raises."""
+        if run_id is not None:
+            with mlflow.start_run(run_id=run_id) as active:
+                yield str(active.info.run_id)
+            return
         with mlflow.start_run(
             experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags or {})
         ) as active:
             yield str(active.info.run_id)
+
+    @contextmanager
+    def child_run(
+        self, parent_run_id: str, run_name: str, tags: Mapping[str, str] | None = None
+    ) -> Iterator[str]:
+        """A run nested under ``parent_run_id`` (the UI shows it under its parent).
+
+        Only the client is used, never the process's active run, so worker processes and
+        threads may each open their own. The run ends FINISHED, or FAILED if the block raises.
+        """
+        nested = {MLFLOW_PARENT_RUN_ID: parent_run_id, **dict(tags or {})}
+        created = self.client.create_run(self.experiment_id, run_name=run_name, tags=nested)
+        run_id = str(created.info.run_id)
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def end_run(self, run_id: str, status: str = "KILLED") -> None:
+        """Mark a run ended, e.g. one left RUNNING by a process that died."""
+        self.client.set_terminated(run_id, status)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """One run by id.
+
+        Raises:
+            RegistryError: no such run.
+        """
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise RegistryError(f"run {run_id!r} not found") from exc
+        return _run_info(run)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Log parameters (values are stringified by MLflow)."""
@@ -262,19 +305,7 @@ class Tracker:
                 order_by=["attributes.start_time ASC"],
                 page_token=token,
             )
-            found.extend(
-                RunInfo(
-                    run_id=str(run.info.run_id),
-                    run_name=str(run.info.run_name or ""),
-                    status=str(run.info.status),
-                    start_time_ms=int(run.info.start_time),
-                    end_time_ms=None if run.info.end_time is None else int(run.info.end_time),
-                    metrics=dict(run.data.metrics),
-                    params=dict(run.data.params),
-                    tags=dict(run.data.tags),
-                )
-                for run in page
-            )
+            found.extend(_run_info(run) for run in page)
             token = page.token
             if not token:
                 return found
@@ -371,6 +402,19 @@ class Tracker:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(source, target, dirs_exist_ok=True)
         return target
+
+
+def _run_info(run: Any) -> RunInfo:
+    return RunInfo(
+        run_id=str(run.info.run_id),
+        run_name=str(run.info.run_name or ""),
+        status=str(run.info.status),
+        start_time_ms=int(run.info.start_time),
+        end_time_ms=None if run.info.end_time is None else int(run.info.end_time),
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+    )
 
 
 def git_commit(directory: Path) -> str | None:

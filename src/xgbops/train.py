@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,28 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import structlog
-import xgboost as xgb
 
-from xgbops import evaluate
-from xgbops.config import DatasetConfig, Settings
+from xgbops import baselines, evaluate
+from xgbops.config import DatasetConfig, Promotion, Settings
 from xgbops.data import Splits, labels, load_dataset, load_splits, split_dataset, write_report
-from xgbops.model import Featurizer, Matrix, Model, ModelFormatError
+from xgbops.model import Featurizer, Model, ModelFormatError
 from xgbops.champion import CHAMPION_ALIAS
+from xgbops.dataversion import DATA_VERSION_TAG, version_tags
+from xgbops.fitting import FitResult, RoundCallback, features_of, fit_model, training_params
 from xgbops.tracking import Tracker, git_commit
 
 log = structlog.get_logger(__name__)
-
-#: Called after each boosting round with (round, total rounds).
-RoundCallback = Callable[[int, int], None]
-
-
-@dataclass
-class FitResult:
-    """A fitted model with its per-round evaluation history."""
-
-    model: Model
-    history: dict[str, dict[str, list[float]]]
-    best_iteration: int
 
 
 @dataclass
@@ -55,18 +43,23 @@ class PromotionDecision:
     champion_score: float | None
     promoted: bool
     reason: str
+    #: Each baseline's score on ``metric``, fitted on the same split (see xgbops.baselines).
+    baselines: dict[str, float] = field(default_factory=dict)
+    #: How much the challenger had to beat the champion and every baseline by.
+    margin: float = 0.0
 
     def summary(self) -> str:
-        """One line for people: the decision and both scores."""
+        """One line for people: the decision and the scores that decided it."""
         champion = (
             "no champion yet"
             if self.champion_version is None
             else f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
         )
+        others = "".join(f", {name} baseline {v:.4f}" for name, v in self.baselines.items())
         verdict = "PROMOTED" if self.promoted else "kept champion"
         return (
             f"{verdict}: challenger v{self.challenger_version} "
-            f"{self.metric}={self.challenger_score:.4f} vs {champion} ({self.reason})"
+            f"{self.metric}={self.challenger_score:.4f} vs {champion}{others} ({self.reason})"
         )
 
 
@@ -83,6 +76,8 @@ class TrainingResult:
     decision: PromotionDecision | None
     report_dir: Path
     params: dict[str, Any] = field(default_factory=dict)
+    #: Holdout metrics of each baseline fitted beside the candidate.
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, for pipelines and the API's retraining jobs."""
@@ -107,70 +102,6 @@ class EvaluationResult:
     report_dir: Path
 
 
-class _RoundProgress(xgb.callback.TrainingCallback):
-    def __init__(self, total: int, on_round: RoundCallback) -> None:
-        super().__init__()
-        self.total, self.on_round = total, on_round
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-        self.on_round(epoch + 1, self.total)
-        return False
-
-
-def features_of(frame: pd.DataFrame, featurizer: Featurizer) -> Matrix:
-    """Featurise a checked data frame with the same code the predictor uses."""
-    return featurizer.transform_columns(
-        {name: frame[name].to_numpy(dtype=object) for name in featurizer.input_names}
-    )
-
-
-def fit_model(
-    splits: Splits,
-    dataset: DatasetConfig,
-    settings: Settings,
-    on_round: RoundCallback | None = None,
-) -> FitResult:
-    """Fit a booster on the train split, early-stopping on the validation split.
-
-    Returns:
-        The model cut at its best round, and the train/validation curves.
-    """
-    config = settings.train
-    featurizer = Featurizer.from_dataset(dataset)
-    names = featurizer.output_names
-    dtrain = xgb.DMatrix(
-        features_of(splits.train, featurizer),
-        label=labels(splits.train, dataset),
-        feature_names=names,
-    )
-    dvalid = xgb.DMatrix(
-        features_of(splits.validation, featurizer),
-        label=labels(splits.validation, dataset),
-        feature_names=names,
-    )
-    history: dict[str, dict[str, list[float]]] = {}
-    params = {"seed": config.seed, **config.params}
-    booster = xgb.train(
-        params,
-        dtrain,
-        num_boost_round=config.num_boost_round,
-        evals=[(dtrain, "train"), (dvalid, "validation")],
-        early_stopping_rounds=config.early_stopping_rounds,
-        evals_result=history,
-        verbose_eval=False,
-        callbacks=[_RoundProgress(config.num_boost_round, on_round)] if on_round else None,
-    )
-    best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
-    model = Model(
-        featurizer=featurizer,
-        booster=booster[: best + 1],
-        positive_label=dataset.target.positive,
-        negative_label=dataset.target.negative,
-        threshold=config.threshold,
-    )
-    return FitResult(model=model, history=history, best_iteration=best)
-
-
 def score(
     model: Model, frame: pd.DataFrame, dataset: DatasetConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +120,7 @@ class _Candidate:
     holdout_scores: np.ndarray
     metrics: dict[str, float]
     params: dict[str, Any]
+    baselines: dict[str, dict[str, float]]
 
 
 def train(
@@ -213,20 +145,32 @@ def train(
     started = time.perf_counter()
     dataset = settings.dataset
     report_dir = settings.reports_path / "training"
-    frame, data_report = load_dataset(dataset, settings.data_path)
-    for directory in (settings.reports_path, report_dir):
-        write_report(data_report, directory)
-    candidate = _fit_candidate(settings, frame, data_report.sha256, on_round)
+    if settings.engine == "local":
+        frame, data_report = load_dataset(dataset, settings.data_path)
+        for directory in (settings.reports_path, report_dir):
+            write_report(data_report, directory)
+        candidate = _fit_candidate(settings, frame, data_report.sha256, on_round)
+    else:
+        frame, candidate = _fit_on_cluster(settings, report_dir, on_round)
     _write_evaluation(candidate, dataset, report_dir)
 
     tracker = Tracker(settings)
     commit = git_commit(settings.project_dir)
-    tags = {"xgbops.dataset": dataset.name, "xgbops.dataset_sha256": data_report.sha256}
+    # The data version (DVC's md5) and the commit go on the run, the version and the model's
+    # own metadata (what /model shows): `xgbops data checkout --version N` starts from them.
+    data_tags = version_tags(settings.data_path, commit)
+    candidate.fitted.model.metadata.update(data_tags)
+    tags = {
+        "xgbops.dataset": dataset.name,
+        "xgbops.dataset_sha256": candidate.params["dataset_sha256"],
+    }
+    tags.update(data_tags)
     if commit:
         tags["mlflow.source.git.commit"] = commit
     with tracker.run(f"{settings.model_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags) as run_id:
         structlog.contextvars.bind_contextvars(run_id=run_id)
         version = _log_and_register(tracker, run_id, settings, frame, candidate)
+        tracker.tag_version(settings.model_name, version, data_tags)
         structlog.contextvars.bind_contextvars(model_version=version)
         decision = None
         if promote:
@@ -237,6 +181,7 @@ def train(
                 tracker=tracker,
                 holdout=candidate.holdout,
                 challenger_metrics=candidate.metrics,
+                baseline_metrics=candidate.baselines,
             )
         tracker.export_champion(settings.model_name, settings.serving_path)
         duration = time.perf_counter() - started
@@ -261,6 +206,7 @@ def train(
         decision=decision,
         report_dir=report_dir,
         params=candidate.params,
+        baselines=candidate.baselines,
     )
     result.write(report_dir / "result.json")
     log.info("training.finished", version=version, run_id=run_id, **candidate.metrics)
@@ -300,6 +246,46 @@ def _fit_candidate(
         holdout_scores=y_score,
         metrics=evaluate.compute_metrics(y_true, y_score, config.threshold),
         params=_run_params(settings, sha256, splits, fitted.best_iteration),
+        baselines=_baseline_metrics(settings, splits),
+    )
+
+
+def _fit_on_cluster(
+    settings: Settings, report_dir: Path, on_round: RoundCallback | None
+) -> tuple[pd.DataFrame, _Candidate]:
+    """The Dask engines' read, check and fit (xgbops.distributed); the rest of the run is the
+    local one's. Returns the evaluated holdout (what the run logs as its dataset) and the
+    candidate."""
+    from xgbops import distributed  # pylint: disable=import-outside-toplevel  # dask on demand
+
+    with distributed.connect(settings) as client:
+        fit = distributed.fit_on_cluster(settings, client, on_round)
+    for directory in (settings.reports_path, report_dir):
+        write_report(fit.report, directory)
+    y_true, y_score = score(fit.fitted.model, fit.holdout, settings.dataset)
+    return fit.holdout, _Candidate(
+        fitted=fit.fitted,
+        holdout=fit.holdout,
+        holdout_labels=y_true,
+        holdout_scores=y_score,
+        metrics=evaluate.compute_metrics(y_true, y_score, settings.train.threshold),
+        params=fit.params,
+        baselines=_baseline_metrics(settings, fit.baseline_splits),
+    )
+
+
+def _baseline_metrics(settings: Settings, splits: Splits) -> dict[str, dict[str, float]]:
+    """Fit the configured baselines on the train split; their holdout metrics."""
+    dataset, config = settings.dataset, settings.train
+    featurizer = Featurizer.from_dataset(dataset)
+    return baselines.fit_and_score(
+        config.baselines,
+        features_of(splits.train, featurizer),
+        labels(splits.train, dataset).to_numpy(),
+        features_of(splits.holdout, featurizer),
+        labels(splits.holdout, dataset).to_numpy(),
+        threshold=config.threshold,
+        seed=config.seed,
     )
 
 
@@ -312,6 +298,7 @@ def _log_and_register(
     tracker.log_curves(run_id, candidate.fitted.history)
     tracker.log_metrics(run_id, {f"holdout_{k}": v for k, v in candidate.metrics.items()})
     tracker.log_metrics(run_id, {"best_iteration": candidate.fitted.best_iteration})
+    tracker.log_metrics(run_id, baselines.metric_names(candidate.baselines))
     tracker.log_dataset(frame, settings.data_path, dataset.name, dataset.target.column, "training")
     model = candidate.fitted.model
     model.metadata.update(
@@ -364,20 +351,26 @@ def promote_version(
     tracker: Tracker | None = None,
     holdout: pd.DataFrame | None = None,
     challenger_metrics: dict[str, float] | None = None,
+    baseline_metrics: dict[str, dict[str, float]] | None = None,
 ) -> PromotionDecision:
-    """Give ``version`` (latest by default) the champion alias if it beats the champion.
+    """Give ``version`` (latest by default) the champion alias if it beats the champion and
+    every baseline by ``promotion.margin``.
 
-    Both are scored on the same, current holdout, so a champion trained on older data is
+    All are scored on the same, current holdout, so a champion trained on older data is
     judged fairly; if the champion cannot score it (e.g. its features differ), its logged
-    holdout metric is used instead. A tie keeps the champion.
+    holdout metric is used instead. A tie keeps the champion. Without ``baseline_metrics``
+    the baselines are fitted again on the current split.
     """
     dataset, config = settings.dataset, settings.train
     metric = config.promotion.metric
     tracker = tracker or Tracker(settings)
     name = settings.model_name
     challenger = tracker.version(name, version=version)
-    if holdout is None:
-        holdout = _holdout(settings)
+    if holdout is None or baseline_metrics is None:
+        splits = load_splits(settings)
+        holdout = splits.holdout if holdout is None else holdout
+        if baseline_metrics is None:
+            baseline_metrics = _baseline_metrics(settings, splits)
     if challenger_metrics is None:
         challenger_metrics = _holdout_metrics(
             tracker.load_model(name, challenger.version), holdout, dataset
@@ -387,31 +380,42 @@ def promote_version(
     champion_score: float | None = None
     if champion is not None:
         champion_score = _champion_score(tracker, champion, holdout, dataset, metric)
-    if champion is not None and champion.version == challenger.version:
-        promoted, reason = False, "already champion"
-    elif force:
-        promoted, reason = True, "forced"
-    elif champion is None or champion_score is None:
-        promoted, reason = True, "no champion to beat"
-    elif evaluate.is_better(challenger_score, champion_score, config.promotion.greater_is_better):
-        promoted, reason = True, f"better {metric}"
-    else:
-        promoted, reason = False, f"{metric} not better (a tie keeps the champion)"
-    if promoted:
-        tracker.set_champion(name, challenger.version)
-        tracker.export_champion(name, settings.serving_path)
     decision = PromotionDecision(
         metric=metric,
         challenger_version=challenger.version,
         challenger_score=challenger_score,
         champion_version=None if champion is None else champion.version,
         champion_score=champion_score,
-        promoted=promoted,
-        reason=reason,
+        promoted=False,
+        reason="",
+        baselines={key: scores[metric] for key, scores in baseline_metrics.items()},
+        margin=config.promotion.margin,
     )
+    decision.promoted, decision.reason = _verdict(decision, config.promotion, force)
+    if decision.promoted:
+        tracker.set_champion(name, challenger.version)
+        tracker.export_champion(name, settings.serving_path)
     _record_decision(tracker, challenger.run_id, name, decision)
     log.info("promotion.decided", **asdict(decision))
     return decision
+
+
+def _verdict(decision: PromotionDecision, promotion: Promotion, force: bool) -> tuple[bool, str]:
+    """The promotion rule: beat the champion and every baseline by the margin (or be forced)."""
+    metric, margin, challenger = decision.metric, decision.margin, decision.challenger_score
+    higher = promotion.greater_is_better
+    losing = baselines.losing_to(challenger, decision.baselines, higher, margin)
+    if decision.champion_version == decision.challenger_version:
+        return False, "already champion"
+    if force:
+        return True, "forced"
+    if losing:
+        return False, f"{metric} does not beat the {', '.join(losing)} baseline by {margin}"
+    if decision.champion_version is None or decision.champion_score is None:
+        return True, "no champion to beat"
+    if baselines.beats(challenger, decision.champion_score, higher, margin):
+        return True, f"better {metric}"
+    return False, f"{metric} not better by {margin} (a tie keeps the champion)"
 
 
 def _holdout(settings: Settings) -> pd.DataFrame:
@@ -471,6 +475,9 @@ def _write_evaluation(candidate: _Candidate, dataset: DatasetConfig, report_dir:
     predictions["label"] = y_true
     predictions["probability"] = y_score
     predictions.to_csv(report_dir / "holdout_predictions.csv", index=False)
+    # The numbers alone, for `dvc metrics show/diff` (dvc.yaml's train stage).
+    summary = {"best_iteration": fitted.best_iteration, "holdout": candidate.metrics}
+    (report_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def _write_plots(model: Model, y_true: np.ndarray, y_score: np.ndarray, report_dir: Path) -> None:
@@ -489,17 +496,8 @@ def _write_plots(model: Model, y_true: np.ndarray, y_score: np.ndarray, report_d
 def _run_params(
     settings: Settings, sha256: str, splits: Splits, best_iteration: int
 ) -> dict[str, Any]:
-    config = settings.train
     return {
-        **{f"xgb_{key}": value for key, value in config.params.items()},
-        "num_boost_round": config.num_boost_round,
-        "early_stopping_rounds": config.early_stopping_rounds,
-        "seed": config.seed,
-        "threshold": config.threshold,
-        "holdout_size": config.split.holdout_size,
-        "validation_size": config.split.validation_size,
-        "promotion_metric": config.promotion.metric,
-        "dataset": settings.dataset.name,
+        **training_params(settings),
         "dataset_sha256": sha256,
         "rows_train": len(splits.train),
         "rows_validation": len(splits.validation),
@@ -519,9 +517,10 @@ def _write_model_card(
 ) -> Path:
     params, metrics = candidate.params, candidate.metrics
     dataset, config = settings.dataset, settings.train
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
+    rows = "\n".join(baselines.comparison_table(metrics, candidate.baselines))
     features = "\n".join(f"- `{f.name}` ({f.type}): {f.description}" for f in dataset.features)
     promotion = decision.summary() if decision else "not decided in this run (`xgbops promote`)"
+    data_version = candidate.fitted.model.metadata.get(DATA_VERSION_TAG, "unknown")
     card = f"""# Model card: {settings.model_name} v{version}
 
 - **Trained:** {_now_iso()} from commit `{commit or 'unknown'}`
@@ -530,13 +529,16 @@ def _write_model_card(
 - **Data:** {dataset.name}, `{dataset.path}`, sha256 `{params['dataset_sha256']}`;
   {params['rows_train']} train / {params['rows_validation']} validation /
   {params['rows_holdout']} holdout rows (seed {config.seed})
+- **Data version (DVC md5):** `{data_version}`; restore it with
+  `xgbops data checkout --version {version}`
 - **Estimator:** XGBoost booster, best round {params['best_iteration']}
 - **Champion alias (`{CHAMPION_ALIAS}`):** {promotion}
 
-## Holdout metrics
+## Holdout metrics, beside the baselines
 
-| metric | value |
-|---|---|
+A candidate becomes champion only if it beats the champion and every baseline on
+`{config.promotion.metric}` by {config.promotion.margin}.
+
 {rows}
 
 ## Inputs

@@ -57,7 +57,7 @@ def test_postman_collection_has_a_request_for_every_operation():
 def test_retrain_is_documented_as_bearer_protected():
     document = json.loads(PUBLISHED.read_text())
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert document["paths"]["/retrain"]["post"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/retrain"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
 
 
 # --- Swagger UI at /docs, served offline by both apps --------------------------------------------

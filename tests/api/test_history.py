@@ -274,7 +274,7 @@ def test_migrate_is_idempotent_and_creates_what_the_table_definition_says(
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
-            assert context.get_current_revision() == "0003"
+            assert context.get_current_revision() == "0004"
             indexes = {ix["name"] for ix in inspect(connection).get_indexes("predictions")}
             assert indexes == {"ix_predictions_created_at", "ix_predictions_model_version"}
     finally:

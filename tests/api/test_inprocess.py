@@ -40,8 +40,8 @@ def _fastapi(app, method, path, body, raw, headers):
             if raw is not None:
                 return await client.request(method, path, content=raw, headers=headers or {})
             if body is not None:
-                return await client.request(method, path, json=body)
-            return await client.request(method, path)
+                return await client.request(method, path, json=body, headers=headers or {})
+            return await client.request(method, path, headers=headers or {})
 
     return asyncio.run(send())
 
@@ -73,10 +73,12 @@ def test_fastapi_metrics_retrain_and_docs_in_process(apps):
     assert "xgbops_predictions_total" in metrics.text
     assert _fastapi(fastapi_app, "GET", "/api/v1/metrics", None, None, None).json()["requests"] > 0
     refused = _fastapi(fastapi_app, "POST", "/retrain", None, None, None)
-    assert refused.status_code == 403  # no token configured: retraining is off
-    assert _fastapi(fastapi_app, "GET", "/retrain/abc", None, None, None).status_code == 403
+    assert refused.status_code == 401  # retraining always needs an admin credential
+    assert refused.headers["www-authenticate"] == "Bearer"
+    wrong = {"Authorization": "Bearer xgb_000000000000_" + "A" * 43}
+    assert _fastapi(fastapi_app, "GET", "/retrain/abc", None, None, wrong).status_code == 401
     document = _fastapi(fastapi_app, "GET", "/openapi.json", None, None, None).json()
-    assert document["paths"]["/retrain"]["post"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/retrain"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
     assert "Record" in document["components"]["schemas"]
     history = _fastapi(fastapi_app, "GET", "/predictions?limit=1", None, None, None)
     assert history.status_code == 200

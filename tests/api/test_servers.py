@@ -37,7 +37,9 @@ def test_prometheus_counts_add_up_across_gunicorn_workers(servers):
                 assert _counter(text, "/predict", "200") - before == 40
                 pids.update(re.findall(r'pid="(\d+)"', text))
     assert "xgbops_http_request_duration_seconds_bucket" in text
-    assert re.search(r'^xgbops_predictions_total\{label="no",model_version="1"\} ', text, re.M)
+    assert re.search(
+        r'^xgbops_predictions_total\{arm="champion",label="no",model_version="1"\} ', text, re.M
+    )
     assert re.search(
         r'^xgbops_model_info\{model_name="churn-xgboost",model_version="1"', text, re.M
     )

@@ -51,6 +51,8 @@ class Stack:
     admin_url: str
     databases: list[str]
     baked: dict[str, Any] = field(default_factory=dict)
+    #: Compose turns API keys on: the headers of a key made for the test (``xgbops keys``).
+    auth: dict[str, str] = field(default_factory=dict)
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
         """``docker compose`` on the stack's files; returns stdout."""
@@ -119,6 +121,10 @@ def _override(registry_port: int, ports: dict[str, int], admin: str, dbs: dict[s
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{registry_port}",
         "DATABASE_URL": history,
         "XGBOPS_SERVE__REGISTRY_SYNC_INTERVAL": "2",
+        # compose's rate limits, counted on this machine's Redis; the retraining test's load
+        # runs for a minute at full speed, above compose's 6000 a minute per key
+        "XGBOPS_LIMITS__STORAGE_URI": "redis://127.0.0.1:6379/0",
+        "XGBOPS_LIMITS__PREDICT": "1000000/minute",
     }
     on_host = {"network_mode": "host", "ports": "!reset", "depends_on": "!reset"}
     probe = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{registry_port}/health')"
@@ -216,6 +222,7 @@ def stack(
         started.wait_healthy("api")
         started.wait_healthy("api-fastapi")
         started.compose(*up, "retrainer")
+        started.auth = {"X-API-Key": _new_key(started, "admin")}
         yield started
     finally:
         for service in SERVICES:
@@ -225,6 +232,25 @@ def stack(
         with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
             for name in dbs.values():
                 connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _new_key(stack: Stack, scope: str) -> str:
+    """A key made by ``xgbops keys create`` in the platform image's retrainer container."""
+    container = stack.container("retrainer")
+    made = stack.docker.run(
+        "exec", container, "xgbops", "keys", "create", "--name", "container-test", "--scope", scope
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
+def test_compose_turns_keys_and_shared_rate_limits_on(stack: Stack):
+    for service, url in stack.urls.items():
+        refused = httpx.post(f"{url}/predict", json=_record(), timeout=10)
+        assert refused.status_code == 401, (service, refused.text)
+        admitted = httpx.post(f"{url}/predict", json=_record(), headers=stack.auth, timeout=10)
+        assert admitted.status_code == 200, (service, admitted.text)
+        assert admitted.headers["ratelimit-limit"] == "1000000", service
+    assert httpx.get(f"{stack.urls['api']}/health", timeout=10).status_code == 200  # open
 
 
 def _record() -> dict[str, Any]:
@@ -239,7 +265,7 @@ def test_both_apps_turn_healthy_and_serve_exactly_the_registry_champion(stack: S
     for service, url in stack.urls.items():
         state = stack.docker.inspect("container", stack.container(service))["State"]
         assert state["Health"]["Status"] == "healthy"
-        model = httpx.get(f"{url}/model", timeout=10).json()
+        model = httpx.get(f"{url}/model", headers=stack.auth, timeout=10).json()
         assert (model["model_version"], model["run_id"]) == (version, run_id), service
         assert model["source"] == "registry"
         assert model["digest"] == model_digest(files)
@@ -249,7 +275,10 @@ def test_both_apps_answer_predict_and_log_json_lines_with_the_request_id(stack: 
     for service, url in stack.urls.items():
         request_id = uuid.uuid4().hex
         answer = httpx.post(
-            f"{url}/predict", json=_record(), headers={"X-Request-ID": request_id}, timeout=10
+            f"{url}/predict",
+            json=_record(),
+            headers={"X-Request-ID": request_id, **stack.auth},
+            timeout=10,
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == stack.champion()[0]
@@ -288,7 +317,7 @@ def test_retraining_in_the_trainer_swaps_both_apps_without_a_failed_request(stac
     stop = threading.Event()
 
     def load(service: str, url: str) -> None:
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, headers=stack.auth, timeout=10) as client:
             while not stop.is_set():
                 try:
                     reply = client.post("/predict", json=_record())
@@ -320,7 +349,7 @@ def test_retraining_in_the_trainer_swaps_both_apps_without_a_failed_request(stac
         assert after != before
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(
-            httpx.get(f"{url}/model", timeout=10).json()["run_id"] == after[1]
+            httpx.get(f"{url}/model", headers=stack.auth, timeout=10).json()["run_id"] == after[1]
             for url in stack.urls.values()
         ):
             time.sleep(0.5)
@@ -331,7 +360,9 @@ def test_retraining_in_the_trainer_swaps_both_apps_without_a_failed_request(stac
             thread.join()
     assert not failures, failures[:5]
     for service, url in stack.urls.items():
-        assert httpx.get(f"{url}/model", timeout=10).json()["run_id"] == after[1], service
+        assert (
+            httpx.get(f"{url}/model", headers=stack.auth, timeout=10).json()["run_id"] == after[1]
+        ), service
         assert answered[service][-1] == after[0]
 
 
@@ -371,13 +402,13 @@ def test_a_baked_model_gives_way_to_the_registry_and_serves_alone_when_it_is_dow
     assert champion_run != stack.baked["run_id"]
     up, url = _run_baked(stack, stack.registry)
     try:
-        model = httpx.get(f"{url}/model", timeout=10).json()
+        model = httpx.get(f"{url}/model", headers=stack.auth, timeout=10).json()
         assert (model["run_id"], model["source"]) == (champion_run, "registry")
     finally:
         stack.docker.run("rm", "-f", up)
     down, url = _run_baked(stack, f"http://127.0.0.1:{free_port()}")
     try:
-        model = httpx.get(f"{url}/model", timeout=10).json()
+        model = httpx.get(f"{url}/model", headers=stack.auth, timeout=10).json()
         assert (model["run_id"], model["source"]) == (stack.baked["run_id"], "baked")
         logs = stack.docker.run("logs", down)
         events = [json.loads(line) for line in logs.stderr.splitlines() if line.strip()]

@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.core import metrics
 from api.core.history.records import (
     Pending,
     PredictionBatch,
@@ -160,7 +161,9 @@ class HistoryWriter:
             with self._engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
+            metrics.observe_database(False, "ping")
             return False, reason_of(exc)
+        metrics.observe_database(True, "ping")
         return True, "ok"
 
     # -- the writer thread -------------------------------------------------------------------
@@ -201,6 +204,7 @@ class HistoryWriter:
     def _cycle(self) -> None:
         self._intake.rotate()
         self._write_queued()
+        metrics.observe_queue(len(self._intake.queue))
         now = time.monotonic()
         if now >= self._next_retry:
             self._next_retry = now + self._retry_interval
@@ -268,6 +272,7 @@ class HistoryWriter:
         """Insert ``rows`` in one transaction; returns the rows to keep for a later attempt."""
         try:
             self._insert_rows(rows)
+            metrics.observe_database(True, "write")
             return []
         except SQLAlchemyError as exc:
             if is_transient(exc):
@@ -294,6 +299,7 @@ class HistoryWriter:
             connection.exec_driver_sql(insert_sql(connection.dialect.name), list(rows))
 
     def _go_offline(self, exc: SQLAlchemyError) -> None:
+        metrics.observe_database(False, "write")
         if self._online:
             log.warning("history.database_unavailable", error=reason_of(exc))
         self._online = False

@@ -1,7 +1,8 @@
-"""Alembic environment for the prediction history.
+"""Alembic environment for the serving database.
 
-``api.core.history.migrate`` hands over an open connection (``config.attributes``); the
-``alembic -c api/alembic.ini`` command line connects to ``DATABASE_URL``, else to the ini's URL.
+``xgbops.database.migrate`` hands over an open connection (``config.attributes``); the
+``alembic -c src/xgbops/alembic.ini`` command line connects to ``DATABASE_URL``, else to the
+ini's URL.
 """
 
 from __future__ import annotations
