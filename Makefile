@@ -256,7 +256,7 @@ up: ## Bring up the platform with docker compose (PROFILES=core,ci,monitoring,da
 	GIT_SHA=$(GIT_SHA) COMPOSE_PROFILES=$(PROFILES) $(COMPOSE) up -d --build --wait
 
 down: ## Stop the platform (volumes are kept; `docker compose down -v` drops them)
-	COMPOSE_PROFILES=core,ci,monitoring,data,observability $(COMPOSE) down
+	COMPOSE_PROFILES=core,ci,monitoring,data,observability,dask $(COMPOSE) down
 
 platform-check: install ## Lint what cannot run here (Jenkinsfiles, Dockerfiles, compose, k8s, YAML) + consistency tests
 	$(BIN)/pytest tests/platform -p no:cacheprovider --no-cov -q

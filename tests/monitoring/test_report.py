@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import psutil
 import pytest
 
@@ -21,7 +22,7 @@ from xgbops.monitoring import system
 from xgbops.monitoring.check import check_drift
 from xgbops.monitoring.events import ProcessEvent
 from xgbops.monitoring.history import read_predictions
-from xgbops.monitoring.report import build_report
+from xgbops.monitoring.report import build_report, render_html
 from xgbops.monitoring.sinks import LocalSink, local_sink_path
 from xgbops.monitoring.sync import sync_feedback, sync_mlflow, sync_predictions
 from xgbops.tracking import Tracker
@@ -314,6 +315,21 @@ def test_live_accuracy_is_shown_without_any_registered_version(settings, tmp_pat
     )
     assert not later["models"].has_data and "make train" in later["models"].empty  # out of window
     assert not local_sink_path(settings).exists()
+
+
+def test_the_models_view_shows_the_latest_comparison_of_runs(settings, tmp_path):
+    chart = settings.reports_path / "compare" / "compare.png"
+    chart.parent.mkdir(parents=True)
+    figure, axes = plt.subplots()
+    axes.bar(["v1", "v2"], [0.91, 0.93])
+    figure.savefig(chart)
+    plt.close(figure)
+
+    models = {view.key: view for view in build_report(settings).views}["models"]
+
+    assert [plot.png for plot in models.plots] == [chart.read_bytes()]
+    assert any("compare/compare.md" in note for note in models.notes)
+    assert 'alt="the latest xgbops compare"' in render_html(build_report(settings))
 
 
 def test_a_drift_check_with_too_few_predictions_says_so(make_monitored):

@@ -37,6 +37,7 @@ PROFILES = {
     "monitoring": {"elasticsearch", "kibana", "metricbeat", "monitoring-setup"},
     "observability": {"prometheus", "alertmanager", "grafana"},
     "data": {"minio"},
+    "dask": {"dask-scheduler", "dask-worker"},
 }
 #: DESIGN.md, "Ports": service -> the ports it publishes (host port == container port).
 DESIGN_PORTS = {
@@ -53,6 +54,7 @@ DESIGN_PORTS = {
     "alertmanager": {9093},
     "grafana": {3000},
     "minio": {9000, 9001},
+    "dask-scheduler": {8786, 8787},
 }
 #: DESIGN.md: "map to free host ports where they clash": container port -> host port.
 REMAPPED_PORTS = {"minio": {9000: 9002, 9001: 9003}}  # SonarQube has 9000

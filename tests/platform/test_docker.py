@@ -464,6 +464,11 @@ def init_problems(script: Path, admin_url: str) -> list[str]:
     names = {
         "MLFLOW_DB_NAME": f"xgbops_it_mlflow_{suffix}",
         "HISTORY_DB_NAME": f"xgbops_it_history_{suffix}",
+        "TUNE_DB_NAME": f"xgbops_it_tune_{suffix}",
+    }
+    owners = {
+        **{name: name for name in names.values()},
+        names["TUNE_DB_NAME"]: names["HISTORY_DB_NAME"],
     }
     info = psycopg.conninfo.conninfo_to_dict(admin_url)
     env = {
@@ -490,7 +495,7 @@ def init_problems(script: Path, admin_url: str) -> list[str]:
                 ).fetchone()
                 if row is None:
                     problems.append(f"database {name.split('_')[2]} was not created")
-                elif row[0] != name:
+                elif row[0] != owners[name]:
                     problems.append(f"database {name.split('_')[2]} is owned by {row[0]}")
     finally:
         _drop(admin_url, names.values())
@@ -501,10 +506,11 @@ def _drop(admin_url: str, names: Any) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for name in names:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:  # the roles once every database they own is gone
             conn.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
-def test_the_postgres_init_script_creates_both_databases(postgres_admin_url):
+def test_the_postgres_init_script_creates_every_database(postgres_admin_url):
     assert init_problems(INIT_SCRIPT, postgres_admin_url) == []
 
 

@@ -51,6 +51,8 @@ _MAX_BUCKETS = 60
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 #: Event kinds read whole whatever the window: the registry of models, not a time series.
 _WHOLE = frozenset({"training-runs"})
+#: Where ``xgbops compare`` leaves its latest table and chart (xgbops.compare.REPORT_FOLDER).
+COMPARE_CHART = Path("compare") / "compare.png"
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,10 @@ def _models_view(settings: Settings, sink: _SinkReader) -> View:
         _live_accuracy(view, labels)
         feedback = "client feedback (local sink + prediction history)"
         view.source = f"{view.source} + {feedback}" if versions else feedback
+    chart = settings.reports_path / COMPARE_CHART
+    if chart.is_file():  # the last `xgbops compare` a user ran, beside the registry's story
+        view.plots.append(Plot("the latest xgbops compare", chart.read_bytes()))
+        view.notes.append(f"the latest comparison: {chart.with_suffix('.md')} (`xgbops compare`)")
     return view
 
 
