@@ -27,6 +27,7 @@ K8S = REPO / "k8s"
 SERVE_IMAGE = "xgbops/xgbops-serve"
 BASE = K8S / "base"
 MINIKUBE = K8S / "overlays" / "minikube"
+DASK = K8S / "dask"
 _SUPPORTED = {"apiVersion", "kind", "resources", "labels", "replicas", "secretGenerator", "patches"}
 
 
@@ -215,7 +216,7 @@ def test_every_base_manifest_validates_strictly():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("folder", [BASE, MINIKUBE], ids=["base", "minikube"])
+@pytest.mark.parametrize("folder", [BASE, MINIKUBE, DASK], ids=["base", "minikube", "dask"])
 def test_the_kustomizations_list_existing_files(folder):
     assert kustomization_problems(folder) == []
 
@@ -357,3 +358,60 @@ def test_a_broken_reference_is_caught(tmp_path, mutate, problem):
     broken.write_text(yaml.safe_dump_all(objects), encoding="utf-8")
     problems = reference_problems(list(yaml.safe_load_all(broken.read_text(encoding="utf-8"))))
     assert any(problem in found for found in problems), problems
+
+
+def dask_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """The Dask cluster's objects: pods select and probe what they name, the Service reaches
+    the scheduler, every worker and the training Job join it, nothing runs as root."""
+    problems = []
+    scheduler = _target(objects, "Service", "xgbops-dask-scheduler")
+    pods = {
+        obj["metadata"]["name"]: obj["spec"]["template"]
+        for obj in objects
+        if obj["kind"] in {"Deployment", "Job"}
+    }
+    for name, pod in pods.items():
+        if not pod["spec"].get("securityContext", {}).get("runAsNonRoot"):
+            problems.append(f"{name} must run as non-root")
+        container = pod["spec"]["containers"][0]
+        ports = {port["name"] for port in container.get("ports", [])}
+        for probe in ("livenessProbe", "readinessProbe"):
+            port = container.get(probe, {}).get("httpGet", {}).get("port")
+            if port is not None and port not in ports:
+                problems.append(f"{name}'s {probe} uses port {port!r}, which it does not name")
+        if not container.get("resources", {}).get("limits", {}).get("memory"):
+            problems.append(f"{name} has no memory limit")
+        address = f"tcp://{scheduler['metadata']['name']}:8786"
+        joins = address in container["command"] or any(
+            env.get("value") == address for env in container.get("env", [])
+        )
+        if name != "xgbops-dask-scheduler" and not joins:
+            problems.append(f"{name} does not join the scheduler at {address}")
+    selected = [
+        name
+        for name, pod in pods.items()
+        if not scheduler["spec"]["selector"].items() - pod["metadata"]["labels"].items()
+    ]
+    if selected != ["xgbops-dask-scheduler"]:
+        problems.append(f"the scheduler's Service selects {selected}")
+    return problems
+
+
+def test_the_dask_cluster_renders_valid_objects_that_join_one_scheduler(tmp_path):
+    objects = render(DASK)
+    assert sorted(obj["kind"] for obj in objects) == ["Deployment", "Deployment", "Job", "Service"]
+    status, output = kubernetes_validate(objects, tmp_path)
+    assert status == 0, output
+    assert dask_problems(objects) == []
+    job = _target(objects, "Job", "xgbops-train-dask")["spec"]["template"]["spec"]
+    env = {item["name"]: item.get("value") for item in job["containers"][0]["env"]}
+    assert env["XGBOPS_ENGINE"] == "dask" and is_setting("XGBOPS_DASK__SCHEDULER_ADDRESS")
+
+
+def test_a_worker_that_does_not_join_the_scheduler_is_caught():
+    objects = render(DASK)
+    worker = _target(objects, "Deployment", "xgbops-dask-worker")
+    worker["spec"]["template"]["spec"]["containers"][0]["command"][2] = "tcp://elsewhere:8786"
+    assert dask_problems(objects) == [
+        "xgbops-dask-worker does not join the scheduler at tcp://xgbops-dask-scheduler:8786"
+    ]
