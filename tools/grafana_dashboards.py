@@ -4,8 +4,8 @@
 (committed, provisioned from files by ``monitoring/grafana/provisioning/``); ``--check``
 instead fails if the committed JSON differs from what the code builds or does not decode with
 the SDK's dashboard schema (``make observability-check``). Every panel's query is run on a
-real Prometheus by ``tests/monitoring/test_observability_live.py``; the panels listed in
-:data:`NEEDS_ROLLOUT` only get data once a rollout runs (docs/operations/observability.md).
+real Prometheus by ``tests/monitoring/test_observability_live.py``, each of which must return
+data.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ from grafana_foundation_sdk.models.common import BigValueGraphMode
 DASHBOARDS = Path(__file__).resolve().parents[1] / "monitoring" / "grafana" / "dashboards"
 #: The provisioned data source (provisioning/datasources/prometheus.yml).
 DATASOURCE = dashboard_model.DataSourceRef(type_val="prometheus", uid="xgbops-prometheus")
-#: Panels whose series only exist while a rollout runs (the challenger's outcomes) or a
-#: retraining job ran: no data is expected from them in a test that runs neither.
-NEEDS_ROLLOUT = {"Error ratio on labelled predictions, per arm", "Retraining jobs"}
-
 Query = tuple[str, str]  # (PromQL, legend)
 
 

@@ -271,6 +271,12 @@ def watch(spool_dir: Path | None = None, drift_report: Path | None = None) -> No
     """Expose the spool folder's size and the drift job's latest report (``reports/drift.json``)
     at every scrape; called once per process by the service."""
     _shared[0] = _Shared(spool_dir, drift_report)
+    # Known label values start at 0, so "no job yet" is a zero on the dashboards and in
+    # increase(), not a missing series (Prometheus' advice for counters with labels).
+    for status in ("queued", "succeeded", "failed"):
+        RETRAIN_JOBS.labels(status)
+    for outcome in ("correct", "incorrect"):
+        ROLLOUT_OUTCOMES.labels("champion", outcome)
 
 
 class _SharedCollector(Collector):

@@ -183,11 +183,24 @@ class PredictionService:
         """
         prediction_id, label = check_feedback(body, self.spec.labels)
         received_at = self.labels.record(prediction_id, label, request_id)
+        self._count_outcome(prediction_id, label)
         return {
             "prediction_id": prediction_id,
             "label": label,
             "received_at": received_at.isoformat(),
         }
+
+    def _count_outcome(self, prediction_id: str, label: str) -> None:
+        """Count whether the served label was right (``xgbops_rollout_outcomes_total``, the live
+        error ratio per arm). Every prediction is the champion's until a rollout adds arms; one
+        still buffered, not yet in the database, is not counted. Never fails the request."""
+        try:
+            served = self.reader.label_of(prediction_id)
+        except SQLAlchemyError as exc:
+            log.warning("feedback.outcome_not_counted", error=reason_of(exc))
+            return
+        if served is not None:
+            metrics.observe_outcome("champion", served == label)
 
     def answer_message(self, message: str | bytes, request_id: str) -> dict[str, Any]:
         """The reply to one WebSocket message: a record, or ``{"records": [...]}``; errors as

@@ -62,6 +62,12 @@ class HistoryReader:
             total = connection.execute(select(func.count()).where(*where).select_from(predictions))
             return [from_row(row) for row in rows], int(total.scalar_one())
 
+    def label_of(self, prediction_id: str) -> str | None:
+        """The label served for a stored prediction (None if it is not stored, or not yet)."""
+        query = select(predictions.c.label).where(predictions.c.id == prediction_id)
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar_one_or_none()
+
     def count(self) -> int:
         """How many records are stored."""
         with self._engine.connect() as connection:
