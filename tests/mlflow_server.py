@@ -41,6 +41,7 @@ def running_mlflow_server(backend_uri: str, artifacts: Path, log_path: Path) -> 
         "1",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the server's own prometheus-client is in-process
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterator
 
 import mlflow
 import numpy as np
@@ -14,6 +16,21 @@ from xgbops.predict import Predictor
 from xgbops.tracking import RegistryError, Tracker, git_commit
 
 
+@pytest.fixture
+def own_xgbops() -> Iterator[None]:
+    """``mlflow.pyfunc.load_model`` puts the model's logged code first on ``sys.path`` and drops
+    the cached ``xgbops`` modules: later tests of this worker (and coverage, which measures the
+    ``xgbops`` it finds imported) would get the copy. Put the project's back."""
+    path = list(sys.path)
+    ours = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "xgbops"}
+    yield
+    sys.path[:] = path
+    for name in [name for name in sys.modules if name.split(".")[0] == "xgbops"]:
+        del sys.modules[name]
+    sys.modules.update(ours)
+
+
+@pytest.mark.usefixtures("own_xgbops")
 def test_pyfunc_loaded_by_mlflow_scores_like_the_predictor(champion_settings):
     tracker = Tracker(champion_settings)
     pyfunc = mlflow.pyfunc.load_model("models:/churn-xgboost@champion")

@@ -25,8 +25,9 @@ def test_both_apps_share_every_value_but_their_port(project):
 def test_metrics_are_shared_through_files_only_across_processes(
     project, monkeypatch, app, workers, shared
 ):
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "OMP_NUM_THREADS"):  # unset, and unset after:
+        monkeypatch.setenv(name, "")  # recorded, so the plan's values do not leak out
+        monkeypatch.delenv(name)
     plan = ServerPlan.for_app(app, project_settings(project, serve={"workers": workers}))
     plan.prepare_environment()
     assert os.environ["OMP_NUM_THREADS"] == "1"
