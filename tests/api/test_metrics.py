@@ -34,17 +34,23 @@ print(metrics.render().decode())
 """
 
 
-def test_a_swapped_model_is_served_and_the_replaced_one_reads_zero(tmp_path: Path):
-    """Run as a worker does: PROMETHEUS_MULTIPROC_DIR set before prometheus-client is imported,
-    and every warning an error (prometheus-client warns when asked to drop a series)."""
-    done = subprocess.run(  # nosec B603 - this interpreter, a fixed script
-        [sys.executable, "-W", "error", "-c", SWAP],
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(Path.cwd())},
+def run_as_worker(script: str, metrics_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as a worker does: PROMETHEUS_MULTIPROC_DIR set before prometheus-client is
+    imported, and every warning an error."""
+    return subprocess.run(  # nosec B603 - this interpreter, a fixed script
+        [sys.executable, "-W", "error", "-c", script],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONPATH": str(Path.cwd())},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_a_swapped_model_is_served_and_the_replaced_one_reads_zero(tmp_path: Path):
+    """Run as a worker does: PROMETHEUS_MULTIPROC_DIR set before prometheus-client is imported,
+    and every warning an error (prometheus-client warns when asked to drop a series)."""
+    done = run_as_worker(SWAP, tmp_path)
     assert done.returncode == 0, done.stderr
     served = dict(
         re.findall(r'^xgbops_model_info\{.*model_version="(\d+)".*\} (\S+)$', done.stdout, re.M)
@@ -225,14 +231,7 @@ print(metrics.render().decode())
 
 def test_what_traffic_cannot_reach_is_exposed_with_the_documented_labels(tmp_path: Path):
     """Retraining, rollout outcomes and database errors, as a worker records them."""
-    done = subprocess.run(  # nosec B603 - this interpreter, a fixed script
-        [sys.executable, "-W", "error", "-c", OBSERVERS],
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(Path.cwd())},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_as_worker(OBSERVERS, tmp_path)
     assert done.returncode == 0, done.stderr
     exposed = exposition(done.stdout)
     documented = documented_metrics()
