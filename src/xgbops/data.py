@@ -106,11 +106,8 @@ class Splits(NamedTuple):
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, the dataset's identity in reports and MLflow."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_csv(path: Path, dataset: DatasetConfig) -> pd.DataFrame:

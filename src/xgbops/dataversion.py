@@ -25,8 +25,6 @@ DATA_VERSION_TAG = "data_version"
 #: Run and registered-version tag holding the commit the run was trained from.
 GIT_COMMIT_TAG = "git_commit"
 
-_CHUNK = 1 << 20
-
 
 class DataVersionError(XgbopsError):
     """The data of a version cannot be found, or what was found is not that version."""
@@ -47,11 +45,10 @@ def data_version(path: Path) -> str:
     Raises:
         DataVersionError: the file cannot be read.
     """
-    digest = hashlib.md5(usedforsecurity=False)  # DVC's content address, not a security check
     try:
         with Path(path).open("rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
+            # DVC's content address, not a security check
+            digest = hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False))
     except OSError as exc:
         raise DataVersionError(f"{path}: cannot be read ({exc.strerror})") from exc
     return digest.hexdigest()
