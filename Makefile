@@ -62,6 +62,7 @@ REPORT_WINDOW ?= 30d
 
 .PHONY: help install install-runtime lock format format-check lint typecheck security test \
 	quality data-check train evaluate promote tune compare pipeline run serve serve-fastapi openapi postman \
+	rollout-start rollout-ramp rollout-status rollout-promote rollout-rollback \
 	bench bench-test fuzz mlflow-ui watch \
 	docker-build docker-bake docker-smoke docker-push container-deps container-test up down platform-check sonar sonar-gate notify \
 	monitor-setup monitor-sync monitor-system monitor-follow drift monitor-report kibana-import observability-check \
@@ -144,6 +145,26 @@ tune: install-runtime ## Optuna study over train.yaml's tune.space; best params 
 
 compare: install-runtime ## Table and plot of MLflow runs or registered versions (COMPARE_ARGS="3 champion")
 	$(BIN)/xgbops compare $(COMPARE_ARGS)
+
+# Rollout (docs/guide/rollout.md): a challenger on live traffic beside the champion; the API's
+# workers apply each change within a second. pipelines/rollout.Jenkinsfile calls these.
+MODE ?= canary
+SHARE ?= 10
+rollout-start: install-runtime ## Put version CHALLENGER on live traffic (MODE=shadow|canary|ab SHARE=10)
+	@test -n "$(CHALLENGER)" || { echo "CHALLENGER=<registered version> is required" >&2; exit 2; }
+	$(BIN)/xgbops rollout start $(CHALLENGER) --mode $(MODE) --share $(SHARE)
+
+rollout-ramp: install-runtime ## Move a canary to its next traffic step (rollout.steps)
+	$(BIN)/xgbops rollout ramp
+
+rollout-status: install-runtime ## Live comparison of the arms and its verdict: reports/rollout.json, .md
+	$(BIN)/xgbops rollout status --json-file reports/rollout.json --markdown-file reports/rollout.md --ship
+
+rollout-promote: install-runtime ## The challenger becomes champion (the old one stays previous_champion)
+	$(BIN)/xgbops rollout promote
+
+rollout-rollback: install-runtime ## Stop the rollout, or give champion back to previous_champion
+	$(BIN)/xgbops rollout rollback
 
 pipeline: quality data-check train ## The local chain: quality -> data-check -> train
 

@@ -23,7 +23,16 @@ import requests
 
 #: The body of a 200 from POST /predict: exactly these fields.
 PREDICTION_FIELDS = frozenset(
-    {"prediction_id", "probability", "label", "threshold", "model_name", "model_version"}
+    {
+        "prediction_id",
+        "probability",
+        "label",
+        "threshold",
+        "model_name",
+        "model_version",
+        "run_id",
+        "arm",
+    }
 )
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -61,6 +61,7 @@ STEP_PLUGINS: dict[str, str] = {
     "logRotator": CORE,
     "booleanParam": CORE,
     "string": CORE,
+    "choice": CORE,
     "cron": CORE,
     "pollSCM": CORE,
     "disableConcurrentBuilds": "workflow-job",
@@ -73,7 +74,11 @@ STEP_PLUGINS: dict[str, str] = {
     "fileExists": "workflow-basic-steps",
     "withEnv": "workflow-basic-steps",
     "archiveArtifacts": "workflow-basic-steps",
+    "sleep": "workflow-basic-steps",
     "build": "pipeline-build-step",
+    # a person's answer; JSON reports read back into the build
+    "input": "pipeline-input-step",
+    "readJSON": "pipeline-utility-steps",
     # credentials
     "credentials": "credentials-binding",
     "withCredentials": "credentials-binding",
@@ -1335,6 +1340,289 @@ def check_mail_needs_no_python(root: Path) -> list[str]:
     return problems
 
 
+# --- the rollout pipeline: a challenger on live traffic --------------------------------------
+
+#: The pipeline that puts a challenger beside the champion, its job, and the seed's table of
+#: that job's parameters (``[type, name, default, help]`` entries).
+ROLLOUT_PIPELINE = f"{PIPELINES_DIR}/rollout.Jenkinsfile"
+ROLLOUT_JOB = "rollout"
+ROLLOUT_SEED_TABLE = "rolloutParameters"
+#: The comparison `make rollout-status` writes, which the pipeline reads and mails.
+ROLLOUT_STATUS = "reports/rollout.json"
+ROLLOUT_SUMMARY = "reports/rollout.md"
+#: The state field that says a rollout has ended (promoted, rolled back, stopped by the guard).
+ROLLOUT_ENDED = "ended_by"
+#: The Jenkinsfile's parameter steps, by the type the seed's table names them with.
+_SEED_PARAMETER_TYPES = {"string": "string", "choice": "choice", "booleanParam": "boolean"}
+
+
+def make_steps(tokens: list[Token], target: str) -> list[Token]:
+    """The command tokens of the ``sh`` steps among ``tokens`` that run ``make <target>``."""
+    found = []
+    for index, token in enumerate(tokens[:-1]):
+        if token.kind != "ident" or token.value != "sh" or _after_dot(tokens, index):
+            continue
+        position = index + 2 if tokens[index + 1].value == "(" else index + 1
+        if position < len(tokens) and tokens[position].kind == "string":
+            if target in make_targets_called(tokens[position].value):
+                found.append(tokens[position])
+    return found
+
+
+def enclosing(tree: Block, token: Token) -> list[Block]:
+    """The blocks around ``token``, outermost first (the root block included)."""
+    return [block for block in tree.walk() if any(t is token for t in block.body)]
+
+
+def _literal(tokens: list[Token], start: int) -> tuple[Any, int]:
+    """The Groovy literal at ``tokens[start]`` (string, true/false, list of them) and the index
+    after it; anything else reads as its token's text."""
+    token = tokens[start]
+    if token.kind == "op" and token.value == "[":
+        items, index = [], start + 1
+        while index < len(tokens) and tokens[index].value != "]":
+            if tokens[index].value != ",":
+                item, index = _literal(tokens, index)
+                items.append(item)
+            else:
+                index += 1
+        return tuple(items), index + 1
+    if token.kind == "ident" and token.value in ("true", "false"):
+        return token.value == "true", start + 1
+    return token.value, start + 1
+
+
+def jenkinsfile_parameters(tree: Block) -> dict[str, tuple[str, Any]]:
+    """``pipeline { parameters { } }`` as name -> (type, default); a choice's default is the
+    tuple of its choices (the first is the default)."""
+    found: dict[str, tuple[str, Any]] = {}
+    for pipeline in tree.blocks("pipeline"):
+        for parameters in pipeline.blocks("parameters"):
+            body = parameters.body
+            for index, token in enumerate(body):
+                kind = _SEED_PARAMETER_TYPES.get(token.value)
+                if token.kind != "ident" or kind is None:
+                    continue
+                args = named_arguments(body, index)
+                value = "choices" if kind == "choice" else "defaultValue"
+                default = _literal(body, body.index(args[value]))[0] if value in args else None
+                found[args["name"].value if "name" in args else ""] = (kind, default)
+    return found
+
+
+def seed_parameters(tokens: list[Token], table: str) -> dict[str, tuple[str, Any]]:
+    """The seed's ``table = [[type, name, default, help], ...]`` as name -> (type, default)."""
+    for index, token in enumerate(tokens[:-2]):
+        if token.value == table and tokens[index + 1].value == "=":
+            rows = _literal(tokens, index + 2)[0]
+            return {str(row[1]): (str(row[0]), row[2]) for row in rows if len(row) == 4}
+    return {}
+
+
+def check_rollout_parameters_seeded(root: Path) -> list[str]:
+    """The rollout job declares its parameters from the seed, as the Jenkinsfile does: it is
+    started through the API or the CLI too, and Jenkins drops undeclared parameters. No
+    default challenger, and no promotion without a person unless AUTO_PROMOTE is ticked."""
+    job = next((j for j in seeded_jobs(root / SEED_FILE) if j.name == ROLLOUT_JOB), None)
+    if job is None or job.script_path != ROLLOUT_PIPELINE:
+        return [f"{SEED_FILE}: no job {ROLLOUT_JOB!r} running {ROLLOUT_PIPELINE}"]
+    problems = []
+    if job.options.get("askRollout") != "true":
+        problems.append(f"{SEED_FILE}: job {ROLLOUT_JOB!r} lacks askRollout: 'true'")
+    tree = parse_blocks(tokenize((root / ROLLOUT_PIPELINE).read_text(encoding="utf-8")))
+    declared = jenkinsfile_parameters(tree)
+    seeded = seed_parameters(tokenize((root / SEED_FILE).read_text("utf-8")), ROLLOUT_SEED_TABLE)
+    if not seeded:
+        problems.append(
+            f"{SEED_FILE}: no {ROLLOUT_SEED_TABLE} = [[type, name, default, help], ...]"
+        )
+    for name in sorted(declared.keys() | seeded.keys()):
+        if name not in seeded:
+            problems.append(f"{SEED_FILE}: {ROLLOUT_SEED_TABLE} lacks {name} ({ROLLOUT_PIPELINE})")
+        elif name not in declared:
+            problems.append(f"{ROLLOUT_PIPELINE}: no parameter {name} ({SEED_FILE} has one)")
+        elif declared[name] != seeded[name]:
+            problems.append(
+                f"{name}: {seeded[name]} in {SEED_FILE}, {declared[name]} in {ROLLOUT_PIPELINE}"
+            )
+    if declared.get("VERSION") != ("string", ""):
+        problems.append(f"{ROLLOUT_PIPELINE}: VERSION must be a string parameter without default")
+    if not _declares_off_switch(tree, "AUTO_PROMOTE"):
+        problems.append(
+            f"{ROLLOUT_PIPELINE}: no booleanParam(name: 'AUTO_PROMOTE', defaultValue: false)"
+        )
+    return problems
+
+
+def _sets_env(tokens: list[Token], value: str) -> set[str]:
+    """The names ``X`` of every ``env.X = '<value>'`` among ``tokens`` (not ``==``)."""
+    return {
+        tokens[i + 2].value
+        for i in range(len(tokens) - 4)
+        if tokens[i].value == "env"
+        and tokens[i + 1].value == "."
+        and tokens[i + 3].value == "="
+        and tokens[i + 4].kind == "string"
+        and tokens[i + 4].value == value
+    }
+
+
+def check_rollout_rolls_back_on_failure(root: Path) -> list[str]:
+    """Once `make rollout-start` has succeeded, a failed or aborted build rolls the challenger
+    back: the stage around the start, and around every later rollout step, has post { failure
+    { } aborted { } }, each running `make rollout-rollback` under a flag the start stage sets
+    after the start. A stage's post runs before the pipeline's, so the mail shows the rollback.
+    Every rollback checks that the rollout is still on trial (``state.ended_by``): once it has
+    ended (the guard stopped it, someone rolled it back), `make rollout-rollback` gives
+    `champion` back to `previous_champion`."""
+    tokens = tokenize((root / ROLLOUT_PIPELINE).read_text(encoding="utf-8"))
+    tree = parse_blocks(tokens)
+    starts = make_steps(tokens, "rollout-start")
+    if len(starts) != 1:
+        return [f"{ROLLOUT_PIPELINE}: runs `make rollout-start` {len(starts)} times, not once"]
+    stages = [block for block in enclosing(tree, starts[0]) if block.name == "stage"]
+    start = stages[-1]
+    after = start.body[next(i for i, t in enumerate(start.body) if t is starts[0]) :]
+    flags = _sets_env(after, "true")
+    problems = []
+    if not flags:
+        problems.append(
+            f"{ROLLOUT_PIPELINE}: stage {stage_name(start)!r} sets no env flag to 'true' after "
+            "`make rollout-start` (what tells the post a rollout is on)"
+        )
+    guard = next((stage for stage in reversed(stages[:-1]) if stage.blocks("post")), None)
+    if guard is None:
+        return [
+            *problems,
+            f"{ROLLOUT_PIPELINE}: stage {stage_name(start)!r} is in no stage with a post that "
+            "rolls back",
+        ]
+    for condition in ("failure", "aborted"):
+        blocks = [block for post in guard.blocks("post") for block in post.blocks(condition)]
+        rollbacks = [
+            token for block in blocks for token in make_steps(block.body, "rollout-rollback")
+        ]
+        if not rollbacks:
+            problems.append(
+                f"{ROLLOUT_PIPELINE}: stage {stage_name(guard)!r} has no post {{ {condition} "
+                "{ make rollout-rollback } }"
+            )
+        for token in rollbacks:
+            conditions = [t for b in enclosing(tree, token) if b.name == "if" for t in b.args]
+            if not flags & _idents(conditions):
+                problems.append(
+                    f"{ROLLOUT_PIPELINE}:{token.line}: post {condition} rolls back without "
+                    f"checking the flag set after the start ({', '.join(sorted(flags)) or 'none'})"
+                )
+    for token in make_steps(tokens, "rollout-rollback"):
+        checked = {t.value for b in enclosing(tree, token) if b.name == "if" for t in b.args}
+        if ROLLOUT_ENDED not in checked:
+            problems.append(
+                f"{ROLLOUT_PIPELINE}:{token.line}: `make rollout-rollback` without checking that "
+                f"the rollout is still on trial (state.{ROLLOUT_ENDED}); once ended, it gives "
+                "`champion` back to `previous_champion`"
+            )
+    guarded = {id(token) for token in guard.body}
+    for target in ("rollout-status", "rollout-ramp", "rollout-promote", "rollout-rollback"):
+        for token in make_steps(tokens, target):
+            inside_stage = any(block.name == "stage" for block in enclosing(tree, token))
+            if inside_stage and id(token) not in guarded:
+                problems.append(
+                    f"{ROLLOUT_PIPELINE}:{token.line}: `make {target}` runs outside stage "
+                    f"{stage_name(guard)!r}, whose post rolls back"
+                )
+    return problems
+
+
+def _compares(tokens: list[Token], operator: str, value: str) -> bool:
+    """Whether ``<operator> '<value>'`` (``==`` as two ``=`` tokens) occurs in ``tokens``."""
+    ops = list(operator)
+    size = len(ops)
+    return any(
+        [t.value for t in tokens[i : i + size]] == ops
+        and tokens[i + size].kind == "string"
+        and tokens[i + size].value == value
+        for i in range(len(tokens) - size)
+    )
+
+
+def check_rollout_decides_on_evidence(root: Path) -> list[str]:
+    """The challenger is promoted only on the live comparison's verdict, and the mail shows it.
+
+    `make rollout-promote` runs once, in the branch ``if (... == 'promote')``; before the stage
+    that decides, a loop (``while``) runs `make rollout-status` and reads reports/rollout.json;
+    without AUTO_PROMOTE a person answers an ``input`` held in a ``timeout``; the pipeline's
+    post { always { } } runs `make rollout-status` again before notifyResult, which is given
+    reports/rollout.md.
+    """
+    tokens = tokenize((root / ROLLOUT_PIPELINE).read_text(encoding="utf-8"))
+    tree = parse_blocks(tokens)
+    problems = []
+    promotions = make_steps(tokens, "rollout-promote")
+    if len(promotions) != 1:
+        problems.append(f"{ROLLOUT_PIPELINE}: runs `make rollout-promote` {len(promotions)} times")
+    deciding: list[Block] = []
+    for token in promotions:
+        around = enclosing(tree, token)
+        branch = next((b for b in reversed(around) if b.name in ("if", "else")), None)
+        if branch is None or branch.name != "if" or not _compares(branch.args, "==", "promote"):
+            problems.append(
+                f"{ROLLOUT_PIPELINE}:{token.line}: `make rollout-promote` outside "
+                "if (... == 'promote') { }"
+            )
+        deciding += [b for b in around if b.name == "stage"][-1:]
+    loops = [
+        block
+        for block in tree.walk()
+        if block.name == "while"
+        and make_steps(block.body, "rollout-status")
+        and ROLLOUT_STATUS in named_strings(block.body, "file")
+        and "readJSON" in {t.value for t in calls(block.body)}
+    ]
+    if not any(all(loop.line < stage.line for stage in deciding) for loop in loops):
+        problems.append(
+            f"{ROLLOUT_PIPELINE}: no loop (while) runs `make rollout-status` and reads "
+            f"{ROLLOUT_STATUS} before the stage that decides"
+        )
+    inputs = [t for t in calls(tokens) if t.value == "input"]
+    if not inputs:
+        problems.append(f"{ROLLOUT_PIPELINE}: no input step: nobody approves a promotion")
+    for token in inputs:
+        around = enclosing(tree, token)
+        if not any(block.name == "timeout" for block in around):
+            problems.append(f"{ROLLOUT_PIPELINE}:{token.line}: input without a timeout around it")
+        asked = any(
+            block.name == "if"
+            and any(
+                [t.value for t in block.args[i : i + 4]] == ["!", "params", ".", "AUTO_PROMOTE"]
+                for i in range(len(block.args))
+            )
+            for block in around
+        )
+        if not asked:
+            problems.append(
+                f"{ROLLOUT_PIPELINE}:{token.line}: input is not in if (... !params.AUTO_PROMOTE)"
+            )
+    always = [
+        block
+        for pipeline in tree.blocks("pipeline")
+        for post in pipeline.blocks("post")
+        for block in post.blocks("always")
+    ]
+    body = [token for block in always for token in block.body]
+    status = [token.line for token in make_steps(body, "rollout-status")]
+    mails = [(i, t) for i, t in enumerate(body) if t.value == NOTIFY_STEP and t.kind == "ident"]
+    if not status or not mails or min(status) > mails[0][1].line:
+        problems.append(
+            f"{ROLLOUT_PIPELINE}: post {{ always {{ }} }} must run `make rollout-status` before "
+            f"{NOTIFY_STEP}"
+        )
+    summaries = _literal(body, mails[0][0] + 2)[0] if mails else ()
+    if not isinstance(summaries, tuple) or ROLLOUT_SUMMARY not in summaries:
+        problems.append(f"{ROLLOUT_PIPELINE}: {NOTIFY_STEP} is not given {ROLLOUT_SUMMARY}")
+    return problems
+
+
 #: Every consistency check, by the name the tests use.
 CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "make-targets-exist": check_make_targets_exist,
@@ -1357,4 +1645,7 @@ CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "first-poll-runs-nothing": check_first_poll_runs_nothing,
     "failed-stage-recorded": check_failed_stage_recorded,
     "mail-needs-no-python": check_mail_needs_no_python,
+    "rollout-parameters-seeded": check_rollout_parameters_seeded,
+    "rollout-rolls-back-on-failure": check_rollout_rolls_back_on_failure,
+    "rollout-decides-on-evidence": check_rollout_decides_on_evidence,
 }

@@ -47,6 +47,8 @@ OPERATION_SCOPES: Final[Mapping[tuple[str, str], Scope]] = {
     ("GET", "/api/v1/metrics"): "read",
     ("POST", "/retrain"): "admin",
     ("GET", "/retrain/{job_id}"): "admin",
+    ("GET", "/rollout"): "read",
+    ("PUT", "/rollout"): "admin",
 }
 #: The OpenAPI security schemes both documents declare.
 SECURITY_SCHEMES: Final[dict[str, dict[str, str]]] = {

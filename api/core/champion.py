@@ -24,15 +24,18 @@ from typing import Any
 import structlog
 
 from xgbops.champion import (
-    POINTER_FILE,
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
     RegistryClient,
     RegistryError,
     RegistryUnreachable,
     identity,
+    pointer_file,
     sync_from_registry,
 )
 from xgbops.model import ModelFormatError
 from xgbops.predict import Predictor
+from xgbops.rollout.state import STATE_TAG, parse_state, read_state, write_state
 
 from api.core.errors import ModelNotReady
 
@@ -51,12 +54,17 @@ class LoadedModel:
 
 
 class ChampionStore:
-    """Holds the current champion of one model name for one worker process."""
+    """Holds the current champion of one model name for one worker process (or, with
+    ``alias="challenger"``, the challenger of a rollout, from ``challenger.json``)."""
 
-    def __init__(self, serving_path: Path, reload_interval: float = 1.0) -> None:
+    def __init__(
+        self, serving_path: Path, reload_interval: float = 1.0, alias: str = CHAMPION_ALIAS
+    ) -> None:
         # last_error is what clients may read (/ready, 503 bodies): no path, no exception text.
         self.serving_path = serving_path
         self.reload_interval = reload_interval
+        self.alias = alias
+        self._pointer_name = pointer_file(alias)
         self._current: LoadedModel | None = None
         self._signature: tuple[int, int] | None = None
         self._checked_at = 0.0
@@ -73,7 +81,7 @@ class ChampionStore:
             self.refresh()
         current = self._current
         if current is None:
-            raise ModelNotReady(self.last_error or "no champion has been exported yet")
+            raise ModelNotReady(self.last_error or f"no {self.alias} has been exported yet")
         return current
 
     def refresh(self) -> bool:
@@ -82,11 +90,13 @@ class ChampionStore:
             return False  # another thread of this worker is loading; keep serving the old one
         try:
             self._checked_at = time.monotonic()
-            pointer_path = self.serving_path / POINTER_FILE
+            pointer_path = self.serving_path / self._pointer_name
             try:
                 stat = pointer_path.stat()
             except FileNotFoundError:
-                self.last_error = "no champion has been exported yet"
+                self.last_error = f"no {self.alias} has been exported yet"
+                if self.alias != CHAMPION_ALIAS:  # a rollout ended: let the challenger go
+                    self._current, self._signature = None, None
                 return False
             signature = (stat.st_mtime_ns, stat.st_size)
             if signature == self._signature and self._current is not None:
@@ -97,7 +107,7 @@ class ChampionStore:
             previous, self._current, self._signature = self._current, loaded, signature
             self.last_error = None
             log.info(
-                "champion.loaded",
+                f"{self.alias}.loaded",
                 model_name=loaded.name,
                 model_version=loaded.version,
                 previous_version=previous.version if previous else None,
@@ -111,8 +121,8 @@ class ChampionStore:
             pointer = json.loads(pointer_path.read_text(encoding="utf-8"))
             predictor = Predictor.from_directory(self.serving_path / pointer["model_dir"])
         except (OSError, ValueError, KeyError, ModelFormatError) as exc:
-            self.last_error = "the champion's files cannot be loaded"
-            log.error("champion.load_failed", pointer=str(pointer_path), error=repr(exc))
+            self.last_error = f"the {self.alias}'s files cannot be loaded"
+            log.error(f"{self.alias}.load_failed", pointer=str(pointer_path), error=repr(exc))
             return None
         # One thread per worker: XGBoost's default threading collapses throughput under load.
         predictor.model.booster.set_param({"nthread": 1})
@@ -167,6 +177,10 @@ class RegistryFollower:
                 )
                 self._problem(event, str(exc))
                 return False
+            try:
+                self._sync_rollout()
+            except RegistryError as exc:
+                self._problem("rollout.registry_failed", str(exc))
         if synced is None:
             self._problem("champion.registry_has_none", f"no champion for {self.model_name}")
             return False
@@ -174,6 +188,23 @@ class RegistryFollower:
         if synced.changed:
             log.info("champion.synced", **identity(synced.pointer))
         return synced.changed
+
+    def _sync_rollout(self) -> None:
+        """The challenger and the rollout's state as the registry holds them
+        (:func:`xgbops.rollout.decisions.publish_state`): a mode changed on any replica, or by
+        ``xgbops rollout`` anywhere, reaches this one's workers too."""
+        text = self.client.model_tag(self.model_name, STATE_TAG)
+        state = parse_state(text) if text is not None else None
+        if state is not None and state != read_state(self.destination):
+            write_state(self.destination, state)
+            log.info("rollout.synced", mode=state.mode, share=state.share)
+        challenger = sync_from_registry(
+            self.client, self.model_name, self.destination, CHALLENGER_ALIAS
+        )
+        if challenger is None:
+            (self.destination / pointer_file(CHALLENGER_ALIAS)).unlink(missing_ok=True)
+        elif challenger.changed:
+            log.info("challenger.synced", **identity(challenger.pointer))
 
     def _run(self) -> None:
         while not self._stop.is_set():

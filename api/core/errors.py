@@ -92,6 +92,16 @@ class HistoryUnavailable(ApiError):
         super().__init__(f"{what} now; retry later", (), 503, "history_unavailable")
 
 
+class RegistryUnavailable(ApiError):
+    """The model registry, which holds the rollout's state behind an MLflow server, does not
+    answer (503); predictions are still served."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the model registry does not answer now; retry later", (), 503, "registry_unavailable"
+        )
+
+
 class InternalError(ApiError):
     """Anything unexpected (500): the client learns only that, and the request id to quote."""
 

@@ -104,6 +104,24 @@ ROLLOUT_OUTCOMES = Counter(
     ["arm", "outcome"],
 )
 
+ROLLOUT_SHARE = Gauge(
+    "xgbops_rollout_share_percent",
+    "The rollout's mode (label) and share of traffic in percent, per live worker.",
+    ["mode"],
+    multiprocess_mode="liveall",
+)
+CHALLENGER_FAILURES = Counter(
+    "xgbops_rollout_challenger_failures_total",
+    "Challenger scorings that failed, by where: answer (the champion answered instead), "
+    "shadow, or dropped (a shadow not scored: the worker's shadow queue was full).",
+    ["stage"],
+)
+ROLLOUT_STOPS = Counter(
+    "xgbops_rollout_guard_stops_total",
+    "Rollouts the guard stopped, by reason (worse, failures, latency).",
+    ["reason"],
+)
+
 
 #: The unlabelled gauges: (name, help, multiprocess mode). They are made on first use, not at
 #: import: an unlabelled metric opens its sample file at once, and gunicorn's master imports
@@ -217,6 +235,27 @@ def observe_outcome(arm: str, correct: bool) -> None:
     ROLLOUT_OUTCOMES.labels(arm, "correct" if correct else "incorrect").inc()
 
 
+def set_rollout(mode: str, share: float) -> None:
+    """Record the rollout this worker applies: its mode's series holds the share, the others 0."""
+    for known in ("off", "shadow", "canary", "ab"):
+        ROLLOUT_SHARE.labels(known).set(share if known == mode else 0)
+
+
+def observe_challenger_failure(stage: str) -> None:
+    """Count a challenger scoring that failed at ``stage`` (answer or shadow)."""
+    CHALLENGER_FAILURES.labels(stage).inc()
+
+
+def observe_shadow_dropped(records: int) -> None:
+    """Count records whose shadow scoring was dropped (the queue was full)."""
+    CHALLENGER_FAILURES.labels("dropped").inc(records)
+
+
+def observe_guard_stop(reason: str) -> None:
+    """Count a rollout the guard stopped."""
+    ROLLOUT_STOPS.labels(reason).inc()
+
+
 def observe_queue(records: int) -> None:
     """Record this worker's write-behind queue length (the history writer, every cycle)."""
     _gauge("queued").set(records)
@@ -275,8 +314,13 @@ def watch(spool_dir: Path | None = None, drift_report: Path | None = None) -> No
     # increase(), not a missing series (Prometheus' advice for counters with labels).
     for status in ("queued", "succeeded", "failed"):
         RETRAIN_JOBS.labels(status)
-    for outcome in ("correct", "incorrect"):
-        ROLLOUT_OUTCOMES.labels("champion", outcome)
+    for arm in ("champion", "challenger"):
+        for outcome in ("correct", "incorrect"):
+            ROLLOUT_OUTCOMES.labels(arm, outcome)
+    for reason in ("worse", "failures", "latency"):
+        ROLLOUT_STOPS.labels(reason)
+    for stage in ("answer", "shadow", "dropped"):
+        CHALLENGER_FAILURES.labels(stage)
 
 
 class _SharedCollector(Collector):

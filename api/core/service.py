@@ -19,8 +19,11 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from xgbops.champion import RegistryClient, is_server_uri
+from xgbops.champion import RegistryClient, RegistryError, is_server_uri
 from xgbops.config import Settings
+from xgbops.rollout.comparison import compare, read_live
+from xgbops.rollout.decisions import change_mode, decisions_of
+from xgbops.rollout.state import CHALLENGER, CHAMPION, RolloutStateError, read_state
 
 from api.core import metrics
 from api.core.access import Access
@@ -33,6 +36,7 @@ from api.core.errors import (
     field_path,
     HistoryUnavailable,
     ModelNotReady,
+    RegistryUnavailable,
     ValidationFailed,
     error_body,
 )
@@ -46,6 +50,8 @@ from api.core.history import (
 )
 from api.core.query import parse_history_query
 from api.core.retrain import RetrainJobs
+from api.core.rollout import RolloutRouter
+from api.core.rollout_guard import RolloutGuard
 from api.core.schema import UNKNOWN, RecordSpec
 
 log = structlog.get_logger(__name__)
@@ -91,6 +97,8 @@ class PredictionService:
         self.labels = FeedbackStore(self.reader.engine)
         self.jobs = RetrainJobs(settings, engine=self.reader.engine)
         self.access = Access(settings, lambda: self.reader.engine)
+        self.rollout = RolloutRouter(settings, self._shadow)
+        self.guard = RolloutGuard(settings, self.rollout, self.reader.engine)
         self.follower = registry_follower(settings)
         metrics.watch(spool_dir(settings), settings.reports_path / "drift.json")
 
@@ -105,6 +113,8 @@ class PredictionService:
         """Start background work (the history writer, the registry follower); call after the
         worker process forks."""
         self.writer.start()
+        self.rollout.start()
+        self.guard.start()
         if self.follower is not None:
             self.follower.start()
         try:
@@ -116,12 +126,14 @@ class PredictionService:
         """Flush pending history records and stop background work."""
         if self.follower is not None:
             self.follower.close()
+        self.guard.close()
+        self.rollout.close()
         self.writer.close()
         self.reader.close()
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def predict(self, body: Any, request_id: str) -> dict[str, Any]:
+    def predict(self, body: Any, request_id: str, caller: str = "") -> dict[str, Any]:
         """Score one record (the request body).
 
         Raises:
@@ -131,21 +143,17 @@ class PredictionService:
         record, errors = self.spec.validate(body)
         if errors:
             raise ValidationFailed(errors)
-        return self.predict_valid(record, request_id)
+        return self.predict_valid(record, request_id, caller)
 
-    def predict_valid(self, record: dict[str, Any], request_id: str) -> dict[str, Any]:
-        """Score one record an adapter's schema (built from the same spec) already validated."""
-        loaded = self._model()
-        started = time.perf_counter()
-        result = self._score(loaded, [record], request_id, started)[0]
-        return {
-            **result,
-            "threshold": loaded.predictor.threshold,
-            "model_name": loaded.name,
-            "model_version": loaded.version,
-        }
+    def predict_valid(
+        self, record: dict[str, Any], request_id: str, caller: str = ""
+    ) -> dict[str, Any]:
+        """Score one record an adapter's schema (built from the same spec) already validated;
+        ``caller`` keys the caller's arm during a rollout (:func:`api.core.rollout.caller_key`)."""
+        loaded, arm, results = self._answer([record], request_id, caller)
+        return {**results[0], **_answered_by(loaded, arm)}
 
-    def predict_batch(self, body: Any, request_id: str) -> dict[str, Any]:
+    def predict_batch(self, body: Any, request_id: str, caller: str = "") -> dict[str, Any]:
         """Score ``{"records": [...]}``; all or nothing, errors named ``records.<i>.<field>``."""
         if not isinstance(body, dict):
             raise ValidationFailed([FieldError("body", "must be a JSON object")])
@@ -162,16 +170,58 @@ class PredictionService:
             records, errors = self.spec.validate_batch(raw, limit)
             if errors or unknown:
                 raise ValidationFailed([*errors, *unknown])
-        loaded = self._model()
+        loaded, arm, results = self._answer(records, request_id, caller, columns)
+        return {**_answered_by(loaded, arm), "count": len(results), "predictions": results}
+
+    def _answer(
+        self,
+        records: list[dict[str, Any]],
+        request_id: str,
+        caller: str,
+        columns: dict[str, list[Any]] | None = None,
+    ) -> tuple[LoadedModel, str, list[dict[str, Any]]]:
+        """Score ``records`` with the arm the rollout routes this caller to (the champion when
+        none runs): the model that answered, its arm and the results. A challenger that fails
+        is counted and the champion answers instead: the client never pays for a trial."""
+        champion = self._model()
+        route = self.rollout.route(caller, request_id)
+        if route.arm == CHALLENGER and route.challenger is not None:
+            try:
+                started = time.perf_counter()
+                answer = self._score(
+                    route.challenger, records, request_id, started, columns, arm=CHALLENGER
+                )
+                self.rollout.scored()
+                return route.challenger, CHALLENGER, answer
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                # Any failure of a model on trial is the trial's, not the client's.
+                self.rollout.failed()
+                log.warning("rollout.challenger_failed", error=repr(exc))
+        results = self._score(champion, records, request_id, time.perf_counter(), columns)
+        if route.shadow and route.challenger is not None:
+            ids = [result["prediction_id"] for result in results]
+            self.rollout.shadows.submit(route.challenger, records, columns, ids, request_id)
+        return champion, CHAMPION, results
+
+    def _shadow(
+        self,
+        challenger: LoadedModel,
+        records: list[dict[str, Any]],
+        columns: dict[str, list[Any]] | None,
+        champion_ids: list[str],
+        request_id: str,
+    ) -> None:
+        """Score and record the challenger's shadow of a request the champion answered."""
         started = time.perf_counter()
-        results = self._score(loaded, records, request_id, started, columns)
-        return {
-            "model_name": loaded.name,
-            "model_version": loaded.version,
-            "threshold": loaded.predictor.threshold,
-            "count": len(results),
-            "predictions": results,
-        }
+        self._score(
+            challenger,
+            records,
+            request_id,
+            started,
+            columns,
+            arm=CHALLENGER,
+            shadow_of=champion_ids,
+        )
 
     def feedback(self, body: Any, request_id: str) -> dict[str, Any]:
         """Store the true label of a served prediction (``POST /feedback``; see
@@ -191,18 +241,21 @@ class PredictionService:
         }
 
     def _count_outcome(self, prediction_id: str, label: str) -> None:
-        """Count whether the served label was right (``xgbops_rollout_outcomes_total``, the live
-        error ratio per arm). Every prediction is the champion's until a rollout adds arms; one
-        still buffered, not yet in the database, is not counted. Never fails the request."""
+        """Count whether each arm's label was right (``xgbops_rollout_outcomes_total``, the live
+        error ratio per arm): the arm that answered, and a challenger that shadowed it. A
+        prediction still buffered, not yet in the database, is not counted. Never fails the
+        request."""
         try:
-            served = self.reader.label_of(prediction_id)
+            scored = self.reader.labels_of(prediction_id)
         except SQLAlchemyError as exc:
             log.warning("feedback.outcome_not_counted", error=reason_of(exc))
             return
-        if served is not None:
-            metrics.observe_outcome("champion", served == label)
+        for arm, served in scored:
+            metrics.observe_outcome(arm, served == label)
 
-    def answer_message(self, message: str | bytes, request_id: str) -> dict[str, Any]:
+    def answer_message(
+        self, message: str | bytes, request_id: str, caller: str = ""
+    ) -> dict[str, Any]:
         """The reply to one WebSocket message: a record, or ``{"records": [...]}``; errors as
         the error body (the socket stays open)."""
         raw = message.encode("utf-8") if isinstance(message, str) else message
@@ -212,8 +265,8 @@ class PredictionService:
             return error_body(exc, request_id)
         try:
             if isinstance(body, dict) and "records" in body:
-                return self.predict_batch(body, request_id)
-            return self.predict(body, request_id)
+                return self.predict_batch(body, request_id, caller)
+            return self.predict(body, request_id, caller)
         except ApiError as exc:
             return error_body(exc, request_id)
 
@@ -224,6 +277,9 @@ class PredictionService:
         request_id: str,
         started: float,
         columns: dict[str, list[Any]] | None = None,
+        *,
+        arm: str = CHAMPION,
+        shadow_of: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         if columns is not None:
             scores = loaded.predictor.predict_proba_columns(columns)
@@ -251,13 +307,15 @@ class PredictionService:
                     labels=labels,
                     latency_ms=latency_ms,
                     request_id=request_id,
+                    arm=arm,
+                    shadow_of=shadow_of,
                 )
             )
         results = [
             {"prediction_id": prediction_id, "probability": probability, "label": label}
             for prediction_id, probability, label in zip(ids, probabilities, labels)
         ]
-        metrics.observe_predictions(labels, loaded.version, scores)
+        metrics.observe_predictions(labels, loaded.version, scores, arm)
         return results
 
     def _model(self) -> LoadedModel:
@@ -351,6 +409,49 @@ class PredictionService:
             "items": [_record_doc(r) for r in records],
         }
 
+    # -- rollout -----------------------------------------------------------------------------
+
+    def rollout_report(self) -> dict[str, Any]:
+        """``GET /rollout``: the rollout's state, the live comparison of its arms, the verdict
+        and the decisions so far (:mod:`xgbops.rollout.comparison`).
+
+        Raises:
+            HistoryUnavailable: the history cannot be read now.
+        """
+        state = self.rollout.state()
+        try:
+            data = read_live(self.reader.engine, state, self.settings.dataset.target.positive)
+            decisions = decisions_of(self.reader.engine, state.rollout_id or None)
+        except SQLAlchemyError as exc:
+            log.error("history.read_failed", error=reason_of(exc))
+            metrics.observe_database(False, "read")
+            raise HistoryUnavailable("the prediction history cannot be read") from None
+        report = compare(data, state, self.settings.rollout)
+        return {"model_name": self.settings.model_name, **report, "decisions": decisions}
+
+    def change_rollout(self, body: Any, actor: str) -> dict[str, Any]:
+        """``PUT /rollout``: ``{"mode": ..., "share": ...}`` for the running rollout (admin).
+
+        Raises:
+            ValidationFailed: not that shape, an unknown mode, a share outside 0..100, or no
+                rollout to change (starting one is ``xgbops rollout start``: it needs the
+                registry).
+        """
+        mode, share = check_rollout_change(body)
+        try:
+            state = change_mode(self.settings, self.reader.engine, mode, share, actor)
+        except RolloutStateError as exc:
+            field, _, reason = str(exc).partition(": ")
+            raise ValidationFailed([FieldError(field, reason)]) from None
+        except RegistryError as exc:
+            log.error("rollout.registry_failed", error=str(exc))
+            raise RegistryUnavailable() from None
+        except SQLAlchemyError as exc:  # the state changed; only its record failed
+            log.error("rollout.decision_unrecorded", error=reason_of(exc))
+            state = read_state(self.settings.serving_path)
+        self.rollout.forget()  # this worker applies it now, the others at their next look
+        return {"state": state.to_dict()}
+
     def metrics_summary(self) -> dict[str, Any]:
         """The JSON summary of /api/v1/metrics."""
         try:
@@ -368,11 +469,43 @@ def spool_dir(settings: Settings) -> Path:
     return (settings.resolve(folder) if folder else settings.state_path / "spool") / digest
 
 
+def check_rollout_change(body: Any) -> tuple[str, float | None]:
+    """The mode and share of a ``PUT /rollout`` body.
+
+    Raises:
+        ValidationFailed: each wrong field, named.
+    """
+    if not isinstance(body, dict):
+        raise ValidationFailed([FieldError("body", "must be a JSON object")])
+    problems = [
+        FieldError(field_path(key), UNKNOWN) for key in body if key not in ("mode", "share")
+    ]
+    mode, share = body.get("mode"), body.get("share")
+    if not isinstance(mode, str):
+        problems.append(FieldError("mode", "field required: shadow, canary, ab or off"))
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))):
+        problems.append(FieldError("share", "must be a number from 0 to 100"))
+    if problems:
+        raise ValidationFailed(problems)
+    return str(mode), None if share is None else float(share)
+
+
 def new_request_id(header: str | None) -> str:
     """The client's X-Request-ID if it is sane, else a fresh one."""
     if header and 0 < len(header) <= 128 and header.isprintable():
         return header
     return uuid.uuid4().hex
+
+
+def _answered_by(loaded: LoadedModel, arm: str) -> dict[str, Any]:
+    """Which model answered: every prediction response carries it (and the adapters' headers)."""
+    return {
+        "threshold": loaded.predictor.threshold,
+        "model_name": loaded.name,
+        "model_version": loaded.version,
+        "run_id": loaded.pointer.get("run_id"),
+        "arm": arm,
+    }
 
 
 def _feature_doc(spec: Any) -> dict[str, Any]:

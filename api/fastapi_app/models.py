@@ -97,6 +97,8 @@ class PredictResponse(Prediction):
     threshold: float
     model_name: str
     model_version: str
+    run_id: str | None = Field(description="the model's MLflow run")
+    arm: Literal["champion", "challenger"] = Field(description="the rollout arm that answered")
 
 
 class BatchResponse(BaseModel):
@@ -104,6 +106,8 @@ class BatchResponse(BaseModel):
 
     model_name: str
     model_version: str
+    run_id: str | None = Field(description="the model's MLflow run")
+    arm: Literal["champion", "challenger"] = Field(description="the rollout arm that answered")
     threshold: float
     count: int
     predictions: list[Prediction]

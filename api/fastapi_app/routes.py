@@ -15,6 +15,7 @@ from api.core.links import responses_with_links
 from api.core.body import read_json
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.retrain import JOB_ID_PARAMETER
+from api.core.rollout import ROLLOUT_CHANGE_SCHEMA, model_headers, request_caller
 from api.core.schema import NOT_AN_OBJECT, RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import BatchResponse, ErrorBody, FeedbackResponse, PredictResponse
@@ -40,6 +41,13 @@ def guard(connection: HTTPConnection) -> None:
         connection.headers.get("x-api-key"),
         client,
     )
+
+
+def caller(connection: HTTPConnection) -> str:
+    """What keeps this caller on one rollout arm (:func:`api.core.rollout.caller_key`)."""
+    service: PredictionService = connection.app.state.service
+    client = connection.client.host if connection.client else "unknown"
+    return request_caller(connection.headers.get, client, service.settings.rollout.key_header)
 
 
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
@@ -105,13 +113,19 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     """All HTTP and WebSocket routes for records described by ``spec``."""
     api = APIRouter(dependencies=[Depends(guard)])
 
-    async def predict(request: Request, service: PredictionService) -> dict[str, Any]:
+    async def predict(
+        request: Request, response: Response, service: PredictionService
+    ) -> dict[str, Any]:
         body = await read_body(request)
         try:
             valid = record.model_validate(body)
         except ValidationError as exc:
             raise errors.ValidationFailed(pydantic_errors(exc)) from None
-        return service.predict_valid(valid.model_dump(), request.state.request_id)
+        answer = service.predict_valid(
+            valid.model_dump(), request.state.request_id, caller(request)
+        )
+        response.headers.update(model_headers(answer))
+        return answer
 
     @api.post(
         "/predict",
@@ -120,9 +134,11 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         tags=["predict"],
         openapi_extra=body_ref(record.__name__),
     )
-    async def predict_one(request: Request, service: ServiceDep) -> dict[str, Any]:
-        """Score one record: probability, label, threshold, model and prediction id."""
-        return await predict(request, service)
+    async def predict_one(
+        request: Request, response: Response, service: ServiceDep
+    ) -> dict[str, Any]:
+        """Score one record: probability, label, threshold, model, arm and prediction id."""
+        return await predict(request, response, service)
 
     @api.post(
         "/api/v1/predict",
@@ -131,9 +147,11 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         tags=["v1"],
         openapi_extra=body_ref(record.__name__),
     )
-    async def predict_v1(request: Request, service: ServiceDep) -> dict[str, Any]:
+    async def predict_v1(
+        request: Request, response: Response, service: ServiceDep
+    ) -> dict[str, Any]:
         """Same as POST /predict (DeployHub name)."""
-        return await predict(request, service)
+        return await predict(request, response, service)
 
     @api.post(
         "/predict/batch",
@@ -147,8 +165,12 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         # The core checks records column by column (one rule set with /predict, far faster than
         # a pydantic pass per record); the Batch model documents the body. The core's answer is
         # already the documented shape: encoded as is, not re-validated 10,000 times.
-        answer = service.predict_batch(await read_body(request), request.state.request_id)
-        return Response(orjson.dumps(answer), media_type="application/json")
+        answer = service.predict_batch(
+            await read_body(request), request.state.request_id, caller(request)
+        )
+        return Response(
+            orjson.dumps(answer), media_type="application/json", headers=model_headers(answer)
+        )
 
     @api.post(
         "/feedback",
@@ -235,6 +257,31 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         """Request count, error rate, latency percentiles, positive rate."""
         return service.metrics_summary()
 
+    @api.get(
+        "/rollout",
+        tags=["rollout"],
+        responses={503: {"model": ErrorBody, "description": "history unreadable"}},
+    )
+    async def rollout_report(service: ServiceDep) -> dict[str, Any]:
+        """The rollout's state, per-arm live metrics with intervals, tests and verdict."""
+        return service.rollout_report()
+
+    @api.put(
+        "/rollout",
+        tags=["rollout"],
+        responses={code: ERRORS[code] for code in (400, 413, 415, 422)},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ROLLOUT_CHANGE_SCHEMA}},
+            }
+        },
+    )
+    async def rollout_change(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Change the running rollout's mode or share (off pauses it); admin scope."""
+        client = request.client.host if request.client else "unknown"
+        return service.change_rollout(await read_body(request), f"api:{client}")
+
     @api.websocket("/ws/predict")
     async def ws_predict(websocket: WebSocket) -> None:
         """One JSON record (or {"records": [...]}) per message, one answer each."""
@@ -260,7 +307,9 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
         try:
             while True:
                 message = await websocket.receive_text()
-                await websocket.send_json(service.answer_message(message, request_id))
+                await websocket.send_json(
+                    service.answer_message(message, request_id, caller(websocket))
+                )
         except WebSocketDisconnect:
             return
 

@@ -33,7 +33,7 @@ from api.flask_app import routes
 from api.flask_app.schemas import ErrorBodySchema
 from api.flask_app.websocket import register_websocket
 
-JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback"}
+JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback", "/rollout"}
 
 access_log = structlog.get_logger("xgbops.access")
 log = structlog.get_logger(__name__)
@@ -153,7 +153,7 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
                 request.headers.get("X-API-Key"),
                 request.remote_addr or "unknown",
             )
-        if request.method == "POST" and request.path in JSON_ENDPOINTS:
+        if request.method in ("POST", "PUT") and request.path in JSON_ENDPOINTS:
             _parse_json_body()
 
     @app.after_request

@@ -14,6 +14,7 @@ from api.core import links, metrics
 from api.core.links import responses_with_links
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.retrain import JOB_ID_PARAMETER
+from api.core.rollout import ROLLOUT_CHANGE_SCHEMA, model_headers, request_caller
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService
 from api.flask_app.schemas import (
@@ -43,6 +44,17 @@ def _service() -> PredictionService:
     return service
 
 
+def _caller() -> str:
+    """What keeps this caller on one rollout arm (:func:`api.core.rollout.caller_key`)."""
+    key_header = _service().settings.rollout.key_header
+    return request_caller(request.headers.get, request.remote_addr or "unknown", key_header)
+
+
+def _with_model_headers(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The answer, with which model gave it in headers too (a proxy can route on them)."""
+    return body, 200, model_headers(body)
+
+
 def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     """The API's blueprints for records described by ``spec``."""
     # pylint: disable=unused-variable,too-many-locals  # view classes register themselves
@@ -54,10 +66,11 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
     legacy = _Blueprint("v1", __name__, url_prefix="/api/v1", description="DeployHub names")
     retraining = _Blueprint("retrain", __name__, description="Retrain on request (bearer token)")
     labelling = _Blueprint("feedback", __name__, description="True labels of served predictions")
+    rolling = _Blueprint("rollout", __name__, description="A challenger on live traffic")
     feedback = feedback_schema(spec.labels)
 
-    def predict_view(data: dict[str, Any]) -> dict[str, Any]:
-        return _service().predict_valid(data, g.request_id)
+    def predict_view(data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return _with_model_headers(_service().predict_valid(data, g.request_id, _caller()))
 
     @scoring.route("/predict")
     class Predict(MethodView):
@@ -69,8 +82,8 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @scoring.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
         @_body_errors(scoring)
         @scoring.alt_response(503, schema=ErrorBodySchema, description="no champion loaded")
-        def post(self, data: dict[str, Any]) -> dict[str, Any]:
-            """Score one record: probability, label, threshold, model and prediction id."""
+        def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+            """Score one record: probability, label, threshold, model, arm and prediction id."""
             return predict_view(data)
 
     @scoring.route("/predict/batch")
@@ -86,11 +99,11 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             422, schema=ErrorBodySchema, description="invalid records.<i>.<field>"
         )
         @_body_errors(scoring)
-        def post(self) -> dict[str, Any]:
+        def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
             """Score up to the configured limit of records, all or nothing."""
             # The core checks records column by column (one rule set with /predict, far faster
             # than a marshmallow pass per record); the schema above documents the body.
-            return _service().predict_batch(g.body, g.request_id)
+            return _with_model_headers(_service().predict_batch(g.body, g.request_id, _caller()))
 
     @legacy.route("/predict")
     class LegacyPredict(MethodView):
@@ -101,7 +114,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
         @legacy.doc(responses=responses_with_links(200, links.PREDICT_LINKS))
         @legacy.alt_response(422, schema=ErrorBodySchema)
         @_body_errors(legacy)
-        def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
             """Same as POST /predict."""
             return predict_view(data)
 
@@ -173,6 +186,29 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             ready, body = _service().readiness()
             return body, 200 if ready else 503
 
+    @rolling.route("/rollout")
+    class Rollout(MethodView):
+        """The challenger on live traffic."""
+
+        @rolling.response(200, description="state, live comparison of the arms, verdict")
+        @rolling.alt_response(503, schema=ErrorBodySchema, description="history unreadable")
+        def get(self) -> dict[str, Any]:
+            """The rollout's state, per-arm live metrics with intervals, tests and verdict."""
+            return _service().rollout_report()
+
+        @rolling.doc(
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": ROLLOUT_CHANGE_SCHEMA}},
+            }
+        )
+        @rolling.response(200, description="the rollout as every worker applies it")
+        @rolling.alt_response(422, schema=ErrorBodySchema, description="invalid fields")
+        @_body_errors(rolling)
+        def put(self) -> dict[str, Any]:
+            """Change the running rollout's mode or share (off pauses it); admin scope."""
+            return _service().change_rollout(g.body, f"api:{request.remote_addr or 'unknown'}")
+
     @ops.route("/model")
     class ModelInfo(MethodView):
         """The served model."""
@@ -212,7 +248,7 @@ def blueprints(spec: RecordSpec, batch_limit: int) -> list[Blueprint]:
             """Request count, error rate, latency percentiles, positive rate."""
             return _service().metrics_summary()
 
-    return [scoring, labelling, retraining, ops, legacy]
+    return [scoring, labelling, retraining, rolling, ops, legacy]
 
 
 def _body_errors(blueprint: Blueprint) -> Callable[[Any], Any]:

@@ -15,6 +15,9 @@ from api.core import schema as core
 from api.core.feedback import PREDICTION_ID
 from api.core.schema import FieldSpec, InvalidValue, RecordSpec
 
+#: Who may answer a prediction (api.core.rollout).
+ARMS = ("champion", "challenger")
+
 _MESSAGES = {"required": core.MISSING, "null": core.NULL}
 
 
@@ -134,6 +137,10 @@ class PredictResponseSchema(PredictionSchema):
     threshold = fields.Float()
     model_name = fields.String()
     model_version = fields.String()
+    run_id = fields.String(allow_none=True, metadata={"description": "the model's MLflow run"})
+    arm = fields.String(
+        validate=validate.OneOf(ARMS), metadata={"description": "the rollout arm that answered"}
+    )
 
 
 class BatchResponseSchema(Schema):
@@ -141,6 +148,10 @@ class BatchResponseSchema(Schema):
 
     model_name = fields.String()
     model_version = fields.String()
+    run_id = fields.String(allow_none=True, metadata={"description": "the model's MLflow run"})
+    arm = fields.String(
+        validate=validate.OneOf(ARMS), metadata={"description": "the rollout arm that answered"}
+    )
     threshold = fields.Float()
     count = fields.Integer()
     predictions = fields.List(fields.Nested(PredictionSchema))

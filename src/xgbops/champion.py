@@ -38,6 +38,10 @@ from xgbops import XgbopsError
 POINTER_FILE: Final = "current.json"
 #: The registry alias serving follows.
 CHAMPION_ALIAS: Final = "champion"
+#: The alias of the version on trial beside the champion (``xgbops rollout``).
+CHALLENGER_ALIAS: Final = "challenger"
+#: The champion a promotion replaced: what ``xgbops rollout rollback`` gives ``champion`` back to.
+PREVIOUS_ALIAS: Final = "previous_champion"
 #: The pyfunc artifact holding the booster and the featuriser spec (see xgbops.tracking).
 MODEL_ARTIFACT: Final = "model"
 #: The files that make a model; the digest covers exactly these.
@@ -76,10 +80,16 @@ def model_digest(model_dir: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def read_pointer(destination: Path) -> dict[str, Any] | None:
+def pointer_file(alias: str = CHAMPION_ALIAS) -> str:
+    """The serving directory's pointer of ``alias``: ``current.json`` for the champion (the name
+    every deployment already knows), ``<alias>.json`` for another (``challenger.json``)."""
+    return POINTER_FILE if alias == CHAMPION_ALIAS else f"{alias}.json"
+
+
+def read_pointer(destination: Path, alias: str = CHAMPION_ALIAS) -> dict[str, Any] | None:
     """The pointer in ``destination``, or None when there is none (or it is unreadable)."""
     try:
-        content = json.loads((destination / POINTER_FILE).read_text(encoding="utf-8"))
+        content = json.loads((destination / pointer_file(alias)).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     return content if isinstance(content, dict) else None
@@ -90,10 +100,12 @@ def is_server_uri(uri: str | None) -> TypeGuard[str]:
     return uri is not None and uri.startswith(("http://", "https://"))
 
 
-def current_pointer(destination: Path, champion: ChampionVersion) -> dict[str, Any] | None:
-    """The pointer of ``destination`` when it already serves exactly ``champion`` (same run,
-    intact files), else None."""
-    pointer = read_pointer(destination)
+def current_pointer(
+    destination: Path, champion: ChampionVersion, alias: str = CHAMPION_ALIAS
+) -> dict[str, Any] | None:
+    """The pointer of ``destination`` when it already serves exactly ``champion`` as ``alias``
+    (same run, intact files), else None."""
+    pointer = read_pointer(destination, alias)
     if not pointer or (pointer.get("run_id"), str(pointer.get("version"))) != (
         champion.run_id,
         champion.version,
@@ -109,8 +121,9 @@ def install_model(
     champion: ChampionVersion,
     source: Source,
     extra: Mapping[str, Any] | None = None,
+    alias: str = CHAMPION_ALIAS,
 ) -> dict[str, Any]:
-    """Copy a model's files into ``destination`` and point ``current.json`` at them.
+    """Copy a model's files into ``destination`` and point ``alias``'s pointer at them.
 
     The files go to a folder named by run id and digest, so two different models never share
     one; the pointer is written last, atomically.
@@ -136,7 +149,7 @@ def install_model(
     pointer = {
         "model_name": champion.name,
         "version": champion.version,
-        "alias": CHAMPION_ALIAS,
+        "alias": alias,
         "run_id": champion.run_id,
         "digest": digest,
         "source": source,
@@ -145,7 +158,7 @@ def install_model(
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    write_pointer(destination, pointer)
+    write_pointer(destination, pointer, alias)
     return pointer
 
 
@@ -167,11 +180,14 @@ def identity(pointer: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_pointer(destination: Path, pointer: Mapping[str, Any]) -> None:
-    """Replace ``current.json`` atomically (write beside it, then rename over it)."""
-    partial = destination / f".{POINTER_FILE}.{os.getpid()}"
+def write_pointer(
+    destination: Path, pointer: Mapping[str, Any], alias: str = CHAMPION_ALIAS
+) -> None:
+    """Replace ``alias``'s pointer atomically (write beside it, then rename over it)."""
+    name = pointer_file(alias)
+    partial = destination / f".{name}.{os.getpid()}"
     partial.write_text(json.dumps(pointer, indent=2), encoding="utf-8")
-    os.replace(partial, destination / POINTER_FILE)
+    os.replace(partial, destination / name)
 
 
 def holdout_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -207,14 +223,14 @@ class RegistryClient:
         self.base = tracking_uri.rstrip("/")
         self.timeout = timeout
 
-    def champion(self, name: str) -> ChampionVersion | None:
-        """The version carrying the ``champion`` alias, or None when there is none.
+    def champion(self, name: str, alias: str = CHAMPION_ALIAS) -> ChampionVersion | None:
+        """The version carrying ``alias`` (the ``champion`` by default), or None when there is none.
 
         Raises:
             RegistryUnreachable: the server did not answer.
             RegistryError: it answered with an error other than "no such alias/model".
         """
-        query = urllib.parse.urlencode({"name": name, "alias": CHAMPION_ALIAS})
+        query = urllib.parse.urlencode({"name": name, "alias": alias})
         try:
             found = self._json(f"/api/2.0/mlflow/registered-models/alias?{query}")
         except _NotFound:
@@ -256,6 +272,34 @@ class RegistryClient:
             {m["key"]: m["value"] for m in run.get("data", {}).get("metrics", [])}
         )
 
+    def model_tag(self, name: str, key: str) -> str | None:
+        """A tag of the registered model ``name`` (None when it or the model is missing).
+
+        Raises:
+            RegistryUnreachable: the server did not answer.
+        """
+        query = urllib.parse.urlencode({"name": name})
+        try:
+            model = self._json(f"/api/2.0/mlflow/registered-models/get?{query}")
+        except _NotFound:
+            return None
+        tags = model.get("registered_model", {}).get("tags", [])
+        return next((str(tag["value"]) for tag in tags if tag.get("key") == key), None)
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set a tag of the registered model ``name`` (how the rollout's state reaches every
+        replica that follows this registry).
+
+        Raises:
+            RegistryUnreachable: the server did not answer.
+            RegistryError: it refused.
+        """
+        body = json.dumps({"name": name, "key": key, "value": value}).encode()
+        try:
+            self._get("/api/2.0/mlflow/registered-models/set-tag", body)
+        except _NotFound:
+            raise RegistryError(f"no registered model {name}") from None
+
     def _json(self, path: str) -> dict[str, Any]:
         try:
             answer = json.loads(self._get(path))
@@ -265,8 +309,12 @@ class RegistryClient:
             raise RegistryError("the registry answered something other than a JSON object")
         return answer
 
-    def _get(self, path: str) -> bytes:
-        request = urllib.request.Request(self.base + path, headers=_auth_headers())
+    def _get(self, path: str, payload: bytes | None = None) -> bytes:
+        """GET ``path``, or POST ``payload`` (JSON) to it."""
+        headers = _auth_headers()
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base + path, data=payload, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # nosec B310
                 return bytes(response.read())
@@ -323,8 +371,10 @@ class Synced:
     changed: bool
 
 
-def sync_from_registry(client: RegistryClient, name: str, destination: Path) -> Synced | None:
-    """Make ``destination`` serve the registry's champion; download only when it changed.
+def sync_from_registry(
+    client: RegistryClient, name: str, destination: Path, alias: str = CHAMPION_ALIAS
+) -> Synced | None:
+    """Make ``destination`` serve the registry's ``alias``; download only when it changed.
 
     Returns:
         The pointer now in place and whether it changed, or None when the registry has no
@@ -334,10 +384,10 @@ def sync_from_registry(client: RegistryClient, name: str, destination: Path) -> 
         RegistryUnreachable: the registry did not answer (nothing in ``destination`` changed).
         RegistryError: the champion's files could not be fetched.
     """
-    champion = client.champion(name)
+    champion = client.champion(name, alias)
     if champion is None:
         return None
-    current = current_pointer(destination, champion)
+    current = current_pointer(destination, champion, alias)
     if current is not None:
         return Synced(current, changed=False)
     destination.mkdir(parents=True, exist_ok=True)
@@ -347,7 +397,8 @@ def sync_from_registry(client: RegistryClient, name: str, destination: Path) -> 
             "metrics": client.holdout_metrics(champion.run_id),
             "registry": redact_uri(client.base),
         }
-        return Synced(install_model(files, destination, champion, "registry", extra), True)
+        pointer = install_model(files, destination, champion, "registry", extra, alias)
+        return Synced(pointer, True)
 
 
 def use_baked(baked: Path, destination: Path) -> dict[str, Any] | None:

@@ -778,6 +778,100 @@ def keys_revoke(
     typer.echo(f"{key.id} ({key.name}) revoked")
 
 
+# --- rollout: xgbops.rollout.actions does the work -------------------------------------------
+rollout_app = typer.Typer(
+    help="A challenger on live traffic: start, mode, ramp, status, promote, rollback.",
+    no_args_is_help=True,
+)
+app.add_typer(rollout_app, name="rollout")
+
+
+def _rollouts(ctx: typer.Context) -> Any:
+    from xgbops.rollout.actions import Rollouts  # pylint: disable=import-outside-toplevel
+
+    return Rollouts(_settings(ctx))
+
+
+def _said(state: Any) -> None:
+    share = f" at {state.share:g} %" if state.mode != "off" else ""
+    ended = f" ({state.stopped_reason})" if state.stopped_reason else ""
+    typer.echo(
+        f"rollout {state.rollout_id}: {state.mode}{share}, challenger v{state.challenger_version}"
+        f" against champion v{state.champion_version}{ended}"
+    )
+
+
+@rollout_app.command("start")
+def rollout_start(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The registered version to put on trial.")],
+    mode: Annotated[
+        Optional[str], typer.Option(help="shadow, canary or ab (default: rollout.mode).")
+    ] = None,
+    share: Annotated[
+        Optional[float], typer.Option(help="Percent of traffic (default: rollout.share).")
+    ] = None,
+) -> None:
+    """Give VERSION the challenger alias and put it on live traffic beside the champion."""
+    _said(_rollouts(ctx).start(version, mode, share))
+
+
+@rollout_app.command("mode")
+def rollout_mode(
+    ctx: typer.Context,
+    mode: Annotated[str, typer.Argument(help="shadow, canary, ab, or off to pause.")],
+    share: Annotated[Optional[float], typer.Option(help="Percent of traffic.")] = None,
+) -> None:
+    """Change the running rollout's mode or share; the workers apply it within a second."""
+    _said(_rollouts(ctx).change(mode, share))
+
+
+@rollout_app.command("ramp")
+def rollout_ramp(ctx: typer.Context) -> None:
+    """Move a canary to its next traffic step (rollout.steps)."""
+    _said(_rollouts(ctx).ramp())
+
+
+@rollout_app.command("promote")
+def rollout_promote(ctx: typer.Context) -> None:
+    """Make the challenger champion; the old champion stays as previous_champion."""
+    _said(_rollouts(ctx).promote())
+
+
+@rollout_app.command("rollback")
+def rollout_rollback(ctx: typer.Context) -> None:
+    """Stop the rollout and clear the challenger, or undo the last promotion."""
+    _said(_rollouts(ctx).rollback())
+
+
+@rollout_app.command("status")
+def rollout_status(
+    ctx: typer.Context,
+    json_file: Annotated[
+        Optional[Path], typer.Option(help="Also write the report as JSON here.")
+    ] = None,
+    markdown_file: Annotated[
+        Optional[Path], typer.Option(help="Also write the report as Markdown here.")
+    ] = None,
+    ship: Annotated[bool, typer.Option(help="Ship it to the monitoring sink.")] = False,
+) -> None:
+    """The live comparison of the arms and the verdict it supports (waiting/promote/rollback)."""
+    # pylint: disable=import-outside-toplevel
+    from xgbops.rollout.render import to_markdown
+
+    report = _rollouts(ctx).report()
+    text = to_markdown(report)
+    for path, content in ((json_file, json.dumps(report, indent=2)), (markdown_file, text)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+    if ship and report["state"]["rollout_id"]:
+        from xgbops.monitoring.sync import ship_rollout
+
+        ship_rollout(_settings(ctx), report, report.get("decisions", []))
+    typer.echo(text, nl=False)
+
+
 def main() -> None:
     """Entry point: run the app and turn known errors into a message and an exit status."""
     try:

@@ -510,6 +510,67 @@ class LimitSettings(_Strict):
     strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = "fixed-window"
 
 
+RolloutMode = Literal["off", "shadow", "canary", "ab"]
+
+
+class RolloutGuardSettings(_Strict):
+    """When a rollout stops itself (:mod:`xgbops.rollout.decisions`): checked by every API
+    worker every ``interval`` seconds, from the live history."""
+
+    #: Judge running rollouts at all (off: only people stop them).
+    enabled: bool = True
+    #: Seconds between two judgements.
+    interval: float = Field(default=10.0, gt=0)
+    #: Labelled predictions each arm needs before the significance test may stop the rollout.
+    min_labelled: int = Field(default=100, ge=1)
+    #: One-sided p-value under which the challenger's live error rate is significantly worse.
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    #: Requests the challenger must have met before its failures and latency are judged.
+    min_requests: int = Field(default=50, ge=1)
+    #: Share of the challenger's scorings that may fail (an exception, not a wrong answer).
+    max_error_ratio: float = Field(default=0.05, ge=0, le=1)
+    #: The challenger's p95 latency may be at most this many times the champion's.
+    max_latency_ratio: float = Field(default=3.0, gt=1)
+
+
+class RolloutSettings(_Strict):
+    """A challenger on live traffic (``xgbops rollout``, ``PUT /rollout``, docs/guide/rollout.md).
+
+    These are the defaults a rollout starts with; the running rollout's mode and share live in
+    the serving directory's ``rollout.json``, changed at run time without a restart.
+    """
+
+    #: ``shadow``: the challenger scores requests off the response path, the champion answers;
+    #: ``canary``: ``share`` % of callers get the challenger's answer, ramped by ``steps``;
+    #: ``ab``: a fixed split; ``off``: the champion answers alone.
+    mode: RolloutMode = "canary"
+    #: Percent of callers answered by the challenger (canary, ab), or of requests shadowed.
+    share: float = Field(default=10.0, ge=0, le=100)
+    #: The canary's traffic steps, in percent; ``xgbops rollout ramp`` takes the next one.
+    steps: list[float] = Field(default_factory=lambda: [5.0, 10.0, 25.0, 50.0, 100.0])
+    #: The request header that keys a caller (sticky arms); without it, the caller's credential,
+    #: else its address.
+    key_header: str = "X-Rollout-Key"
+    #: Shadow scorings waiting per worker; beyond it they are dropped (and counted), never queued
+    #: in front of the champion's answers.
+    shadow_queue: int = Field(default=1000, ge=1)
+    #: Labelled predictions per arm before the live comparison can recommend a decision.
+    min_labelled: int = Field(default=200, ge=1)
+    #: Promote when the upper confidence bound of (challenger - champion) live error rate is
+    #: below this margin: non-inferiority, the question a promotion really asks.
+    non_inferiority_margin: float = Field(default=0.01, ge=0, le=1)
+    #: Confidence of every interval the comparison reports.
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    guard: RolloutGuardSettings = RolloutGuardSettings()
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < step <= 100 for step in value) or value != sorted(set(value)):
+            raise ValueError("steps must be increasing percentages in (0, 100]")
+        return value
+
+
 class DaskSettings(_Strict):
     """The Dask cluster of the ``dask`` and ``dask-local`` engines (see docs/guide/scale.md)."""
 
@@ -618,6 +679,7 @@ class Settings(BaseSettings):
     sonar: SonarSettings = SonarSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
+    rollout: RolloutSettings = RolloutSettings()
     experiment_name: str = "xgbops"
     #: Who reads the data and trains the booster: ``local`` (one process, pandas), ``dask``
     #: (the cluster at ``dask.scheduler_address``) or ``dask-local`` (a LocalCluster started for

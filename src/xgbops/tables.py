@@ -30,6 +30,10 @@ predictions = Table(
     Column("label", String, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("request_id", String, nullable=False),
+    # Who scored it (champion or challenger) and, for a shadow scoring, the champion prediction
+    # the client got: feedback on that one judges both (xgbops.rollout.comparison).
+    Column("arm", String(16), nullable=False, server_default="champion"),
+    Column("shadow_of", String(32), nullable=True, index=True),
 )
 
 retrain_jobs = Table(
@@ -57,6 +61,24 @@ prediction_feedback = Table(
     Column("label", String, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
     Column("request_id", String, nullable=False),
+)
+
+#: What was decided about a rollout, by whom and why (``xgbops rollout``, ``PUT /rollout``, the
+#: guard); the registry's version tags say the same, this keeps the order.
+rollout_decisions = Table(
+    "rollout_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("model_name", String, nullable=False),
+    Column("rollout_id", String(32), nullable=False),
+    Column("action", String(16), nullable=False),  # start | mode | promote | rollback | guard_stop
+    Column("mode", String(16), nullable=False),
+    Column("share", Float, nullable=False),
+    Column("champion_version", String, nullable=True),
+    Column("challenger_version", String, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("actor", String, nullable=False),
 )
 
 #: API keys (``xgbops keys``): the secret is stored only as its SHA-256 (a key is 32 random

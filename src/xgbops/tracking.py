@@ -36,13 +36,13 @@ from xgbops.config import Settings
 from xgbops.champion import (
     CHAMPION_ALIAS,
     MODEL_ARTIFACT,
-    POINTER_FILE,
     ChampionVersion,
     RegistryError,
     holdout_metrics,
     install_model,
     current_pointer,
     is_server_uri,
+    pointer_file,
     redact_uri,
 )
 from xgbops.model import Model
@@ -335,14 +335,30 @@ class Tracker:  # pylint: disable=too-many-public-methods  # the one facade over
 
     def champion(self, name: str) -> VersionInfo | None:
         """The version carrying the ``champion`` alias, or None."""
-        try:
-            return self.version(name, alias=CHAMPION_ALIAS)
-        except RegistryError:
-            return None
+        return self.aliased(name, CHAMPION_ALIAS)
 
     def set_champion(self, name: str, version: str) -> None:
         """Move the ``champion`` alias to ``version``."""
-        self.client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+        self.set_alias(name, CHAMPION_ALIAS, version)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Move ``alias`` to ``version``."""
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` (no error when no version carries it)."""
+        try:
+            self.client.delete_registered_model_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def aliased(self, name: str, alias: str) -> VersionInfo | None:
+        """The version carrying ``alias``, or None."""
+        try:
+            return self.version(name, alias=alias)
+        except RegistryError:
+            return None
 
     def tag_version(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         """Tag a registered version (e.g. with its promotion decision)."""
@@ -354,8 +370,11 @@ class Tracker:  # pylint: disable=too-many-public-methods  # the one facade over
         directory = self.download_model(name, version=version, alias=alias)
         return Model.load(directory)
 
-    def export_champion(self, name: str, destination: Path) -> Path | None:
-        """Copy the champion's files for serving and point ``current.json`` at them.
+    def export_champion(
+        self, name: str, destination: Path, alias: str = CHAMPION_ALIAS
+    ) -> Path | None:
+        """Copy the champion's (or ``alias``'s) files for serving and point ``current.json``
+        (``<alias>.json``) at them.
 
         Serving processes read only ``destination`` (never MLflow) and swap models when
         ``current.json`` changes. A champion already in place (same run, intact files) is not
@@ -364,19 +383,21 @@ class Tracker:  # pylint: disable=too-many-public-methods  # the one facade over
         Returns:
             The pointer file, or None when there is no champion.
         """
-        champion = self.champion(name)
+        champion = self.aliased(name, alias)
         if champion is None:
             return None
         version = ChampionVersion(name, champion.version, champion.run_id)
-        if current_pointer(destination, version) is None:
+        if current_pointer(destination, version, alias) is None:
             with tempfile.TemporaryDirectory() as tmp:
                 files = self.download_model(name, version=champion.version, dst=Path(tmp) / "m")
                 remote = is_server_uri(self.settings.tracking_uri)
                 extra: dict[str, Any] = {"metrics": holdout_metrics(champion.metrics)}
                 if remote:
                     extra["registry"] = redact_uri(self.settings.tracking_uri)
-                install_model(files, destination, version, "registry" if remote else "local", extra)
-        return destination / POINTER_FILE
+                install_model(
+                    files, destination, version, "registry" if remote else "local", extra, alias
+                )
+        return destination / pointer_file(alias)
 
     def download_model(
         self,

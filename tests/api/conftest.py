@@ -8,6 +8,7 @@ import threading
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,9 +207,16 @@ class SteadyLoad:
     """
 
     def __init__(
-        self, url: str, body: dict[str, Any], threads: int = 2, keep_alive: bool = True
+        self,
+        url: str,
+        body: dict[str, Any],
+        threads: int = 2,
+        keep_alive: bool = True,
+        callers: bool = False,
     ) -> None:
-        self.url, self.body = url, body
+        """``callers``: each request as a new caller (a fresh ``X-Rollout-Key``), so a rollout
+        spreads the load over its arms."""
+        self.url, self.body, self.callers = url, body, callers
         # Without keep-alive every request is a new connection that any worker may accept, so
         # the load spreads over all workers of a gunicorn server.
         self._limits = httpx.Limits(max_keepalive_connections=None if keep_alive else 0)
@@ -237,7 +245,8 @@ class SteadyLoad:
             while not self._stop.is_set():
                 sent_at = time.monotonic()
                 try:
-                    response = client.post("/predict", json=self.body)
+                    headers = {"X-Rollout-Key": uuid.uuid4().hex} if self.callers else None
+                    response = client.post("/predict", json=self.body, headers=headers)
                 except httpx.TransportError:  # a dropped request counts as a failure, status 0
                     self.statuses[0] += 1
                     continue

@@ -236,9 +236,14 @@ def test_prediction_response_carries_the_contract_fields(servers):
             "threshold",
             "model_name",
             "model_version",
+            "run_id",
+            "arm",
         }
         assert response.headers["x-request-id"] == "abc-123"
         assert body["model_name"] == "churn-xgboost" and body["model_version"] == "1"
+        assert body["arm"] == "champion" and len(body["run_id"]) == 32  # no rollout runs
+        assert response.headers["x-model-version"] == "1"
+        assert response.headers["x-model-arm"] == "champion"
         assert body["label"] == ("yes" if body["probability"] >= body["threshold"] else "no")
         assert len(body["prediction_id"]) == 32
 

@@ -27,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect, make_url, text
 from structlog.testing import capture_logs
 
 from xgbops.config import to_sqlalchemy_url
+from xgbops.database import MIGRATIONS_DIR
 
 from api.core.history import (
     HistoryReader,
@@ -274,9 +277,42 @@ def test_migrate_is_idempotent_and_creates_what_the_table_definition_says(
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
-            assert context.get_current_revision() == "0004"
+            assert context.get_current_revision() == "0005"
             indexes = {ix["name"] for ix in inspect(connection).get_indexes("predictions")}
-            assert indexes == {"ix_predictions_created_at", "ix_predictions_model_version"}
+            assert indexes == {
+                "ix_predictions_created_at",
+                "ix_predictions_model_version",
+                "ix_predictions_shadow_of",
+            }
+    finally:
+        engine.dispose()
+
+
+def test_predictions_stored_before_rollouts_are_the_champions_after_migrating(
+    database_url: str,
+) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    url = make_url(to_sqlalchemy_url(database_url))
+    if url.get_backend_name() == "sqlite":
+        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0004")  # the schema before rollouts
+            connection.execute(
+                text(
+                    "INSERT INTO predictions (id, created_at, model_name, model_version, input,"
+                    " probability, label, latency_ms, request_id) VALUES (:id, :at, 'm', '1',"
+                    " '{}', 0.5, 'yes', 1.0, 'r')"
+                ),
+                {"id": "a" * 32, "at": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+        migrate(database_url)
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT arm, shadow_of FROM predictions")).one()
+        assert tuple(row) == ("champion", None)
     finally:
         engine.dispose()
 

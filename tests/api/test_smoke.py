@@ -25,6 +25,8 @@ GOOD_PREDICTION = {
     "threshold": 0.5,
     "model_name": "churn-xgboost",
     "model_version": "1",
+    "run_id": "0" * 32,
+    "arm": "champion",
 }
 
 #: (status, body) a fake API answers for a path.

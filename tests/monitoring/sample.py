@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from xgbops.monitoring import system
 from xgbops.monitoring.events import (
@@ -13,13 +14,15 @@ from xgbops.monitoring.events import (
     FeedbackEvent,
     HoldoutMetrics,
     PredictionEvent,
+    RolloutDecisionEvent,
     TrainingRunEvent,
+    rollout_events,
 )
 
 
 def all_kinds(disk: Path, when: datetime) -> list[Event]:
-    """A training run, a prediction and its feedback, a drift report and row, a system sample
-    (+ processes)."""
+    """A training run, a prediction and its feedback, a drift report and row, a rollout report's
+    two arms and a decision, a system sample (+ processes)."""
     report_id = f"report-{when:%Y%m%d%H%M%S%f}"
     events: list[Event] = [
         TrainingRunEvent(
@@ -114,4 +117,93 @@ def all_kinds(disk: Path, when: datetime) -> list[Event]:
             window_mean=280.0,
         ),
     ]
+    events += rollout_events(rollout_report(when, paired=True))
+    events.append(RolloutDecisionEvent.from_decision(rollout_decision(when)))
     return events + system.sample(disk, measure_seconds=0.01)
+
+
+def rollout_report(
+    when: datetime,
+    *,
+    paired: bool = False,
+    labelled: bool = True,
+    rollout_id: str = "a1b2c3",
+    decision: str = "waiting",
+    challenger_error_rate: float = 0.15,
+) -> dict[str, Any]:
+    """A rollout comparison report of the shape :mod:`xgbops.rollout` builds, made at ``when``
+    (an ISO text with its offset, as the rollout writes it). Shadow mode when ``paired``
+    (agreement filled), canary at 20 % otherwise; without ``labelled``, every metric that needs
+    labels is null, as before the first feedback."""
+
+    def interval(estimate: float, width: float) -> dict[str, float] | None:
+        if not labelled:
+            return None
+        return {"estimate": estimate, "low": estimate - width, "high": estimate + width}
+
+    def arm(version: str, requests: int, error_rate: float, auc: float) -> dict[str, Any]:
+        return {
+            "version": version,
+            "requests": requests,
+            "labelled": requests // 2 if labelled else 0,
+            "error_rate": interval(error_rate, 0.02),
+            "auc": interval(auc, 0.03),
+            "log_loss": 0.35 if labelled else None,
+            "brier": 0.10 if labelled else None,
+            "ece": 0.03 if labelled else None,
+            "mean_probability": 0.22,
+            "latency_ms": {"p50": 1.2, "p95": 3.4},
+        }
+
+    def test(difference: float) -> dict[str, Any] | None:
+        if not labelled:
+            return None
+        return {
+            "method": "two-proportion z",
+            "difference": difference,
+            "low": difference - 0.02,
+            "high": difference + 0.02,
+            "statistic": 1.1,
+            "p_value": 0.27,
+            "p_worse": 0.13,
+        }
+
+    mode, share = ("shadow", 100.0) if paired else ("canary", 20.0)
+    return {
+        "model_name": "churn-xgboost",
+        "generated_at": when.isoformat(),
+        "state": {
+            "mode": mode,
+            "share": share,
+            "champion_version": "1",
+            "challenger_version": "2",
+            "started_at": (when - timedelta(hours=1)).isoformat(),
+            "rollout_id": rollout_id,
+            "stopped_reason": None,
+        },
+        "paired": paired,
+        "arms": {
+            "champion": arm("1", 1600, 0.12, 0.81),
+            "challenger": arm("2", 1600 if paired else 400, challenger_error_rate, 0.79),
+        },
+        "agreement": {"estimate": 0.93, "low": 0.91, "high": 0.95} if paired else None,
+        "tests": {"error_rate": test(0.03), "auc": test(-0.02), "score_shift": test(0.01)},
+        "verdict": {"decision": decision, "reason": "too few labelled predictions yet"},
+    }
+
+
+def rollout_decision(when: datetime, action: str = "start", **changes: Any) -> dict[str, Any]:
+    """A rollout decision of the shape :mod:`xgbops.rollout` records, taken at ``when``."""
+    return {
+        "at": when.isoformat(),
+        "model_name": "churn-xgboost",
+        "rollout_id": "a1b2c3",
+        "action": action,
+        "mode": "canary",
+        "share": 20.0,
+        "champion_version": "1",
+        "challenger_version": "2",
+        "reason": "a new version to try",
+        "actor": "alice",
+        **changes,
+    }

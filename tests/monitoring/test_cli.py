@@ -69,7 +69,7 @@ def test_monitor_ships_to_elasticsearch_when_configured(monkeypatch, capsys, pro
     monkeypatch.setenv("XGBOPS_MONITORING__ELASTICSEARCH_URL", fake_es.url)
     shifted_history(project_env, 120, datetime.now(UTC))
     status, out, _ = run(monkeypatch, capsys, "monitor", "setup")
-    assert status == 0 and "Elasticsearch 9.1.0: 10 resources" in out
+    assert status == 0 and "Elasticsearch 9.1.0: 12 resources" in out
     assert "  index_templates/xgbops-feedback" in out.splitlines()
     status, out, _ = run(monkeypatch, capsys, "monitor", "predictions")
     assert status == 0 and f"elasticsearch:{fake_es.url}: 120 new" in out

@@ -102,6 +102,8 @@ def test_every_kind_has_its_own_class():
             "drift-features",
             "system",
             "processes",
+            "rollout",
+            "decisions",
         ]
     )
     assert all(cls.KIND == kind for kind, cls in EVENT_TYPES.items())

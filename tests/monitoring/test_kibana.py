@@ -202,7 +202,7 @@ def test_import_waits_for_kibana_then_posts_every_saved_object(make_settings, ki
     assert result.ok and result.kibana_version == "9.1.0"
     assert sorted(result.imported) == sorted((o["type"], o["id"]) for o in expected)
     dashboards = [line for line in result.lines() if "dashboard:" in line]
-    assert len(dashboards) == 4 and all("/app/dashboards#/view/" in d for d in dashboards)
+    assert len(dashboards) == 5 and all("/app/dashboards#/view/" in d for d in dashboards)
 
 
 def test_a_degraded_kibana_whose_core_services_are_up_is_ready(make_settings, kibana):
@@ -298,7 +298,7 @@ def test_kibana_import_command_reports_refused_objects_and_exits_1(
     assert "missing_references: index-pattern/xgbops-predictions" in out
     lens = sum(o["type"] == "lens" for o in load_saved_objects(KIBANA_DIR))
     assert lens >= 25  # every Lens object was uploaded, and each was refused
-    assert f"4 saved objects imported (4 dashboard), {lens} refused" in out
+    assert f"5 saved objects imported (5 dashboard), {lens} refused" in out
 
 
 def test_kibana_import_command_succeeds_and_lists_the_dashboards(
@@ -311,7 +311,7 @@ def test_kibana_import_command_succeeds_and_lists_the_dashboards(
     status, out, _ = _run(monkeypatch, capsys, "monitor", "kibana-import")
 
     assert status == 0, out
-    assert ", 0 refused" in out and out.count("/app/dashboards#/view/") == 4
+    assert ", 0 refused" in out and out.count("/app/dashboards#/view/") == 5
 
 
 def test_kibana_import_command_timeout_is_one_line_and_exit_2(monkeypatch, capsys, project, kibana):

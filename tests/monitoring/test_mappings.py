@@ -20,10 +20,11 @@ from tests.conftest import project_settings
 from tests.monitoring.conftest import ES_DIR
 from tests.monitoring.history_rows import label, records, write_feedback, write_history
 from tests.monitoring.mapping_check import violations
+from tests.monitoring.sample import rollout_decision, rollout_report
 from xgbops.monitoring import MonitoringError, elastic, system
 from xgbops.monitoring.check import load_reference
 from xgbops.monitoring.drift import Inputs, build_report
-from xgbops.monitoring.events import EVENT_TYPES, Event
+from xgbops.monitoring.events import EVENT_TYPES, Event, RolloutDecisionEvent, rollout_events
 from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sync import training_run_events
 
@@ -64,6 +65,14 @@ def shipped(champion_project: Path, tmp_path_factory: pytest.TempPathFactory) ->
     write_feedback(url, [label(row.id, "yes", datetime.now(UTC)) for row in served])
     events += list(read_feedback(url))  # one right, one wrong
     events += list(_system_sample(tmp_path_factory.mktemp("disk")))
+    now = datetime.now(UTC)
+    for paired in (True, False):  # shadow (agreement filled) and canary
+        events += rollout_events(rollout_report(now, paired=paired))
+    events += rollout_events(rollout_report(now, labelled=False))
+    events += [
+        RolloutDecisionEvent.from_decision(rollout_decision(now, action))
+        for action in ("start", "mode", "promote", "rollback", "guard_stop")
+    ]
     grouped: dict[str, list] = defaultdict(list)
     for event in events:
         grouped[event.KIND].append(event.to_document())
@@ -128,6 +137,23 @@ def test_a_feedback_template_with_a_wrong_type_is_caught(shipped, tmp_path):
         problems = violations(document, _mappings("feedback", tmp_path))
         assert f"correct: {document['correct']!r} for a boolean" in problems
         assert "predicted_at: not in the mapping (dynamic: strict)" in problems
+
+
+def test_a_rollout_template_with_a_wrong_type_or_a_missing_field_is_caught(shipped, tmp_path):
+    broken = tmp_path / "index_templates"
+    broken.mkdir()
+    body = json.loads((ES_DIR / "index_templates" / "xgbops-rollout.json").read_text())
+    body["template"]["mappings"]["properties"]["requests"] = {"type": "byte"}
+    body["template"]["mappings"]["properties"]["arm"] = {"type": "boolean"}
+    del body["template"]["mappings"]["properties"]["p_worse"]
+    (broken / "xgbops-rollout.json").write_text(json.dumps(body))
+    filled = [d for d in shipped["rollout"] if d["p_worse"] is not None]
+    assert filled, "no rollout document with an error-rate test"
+    for document in filled:
+        problems = violations(document, _mappings("rollout", tmp_path))
+        assert f"requests: {document['requests']!r} for a byte" in problems
+        assert f"arm: {document['arm']!r} for a boolean" in problems
+        assert "p_worse: not in the mapping (dynamic: strict)" in problems
 
 
 def test_dynamic_inputs_follow_the_dynamic_templates(shipped):

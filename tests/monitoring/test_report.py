@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.monitoring.history_rows import label, other, records, write_feedback, write_history
+from tests.monitoring.sample import rollout_decision, rollout_report
 from tests.monitoring.test_check import shifted_history
 from xgbops.monitoring import system
 from xgbops.monitoring.check import check_drift
@@ -24,15 +25,16 @@ from xgbops.monitoring.events import ProcessEvent
 from xgbops.monitoring.history import read_predictions
 from xgbops.monitoring.report import build_report, render_html
 from xgbops.monitoring.sinks import LocalSink, local_sink_path
-from xgbops.monitoring.sync import sync_feedback, sync_mlflow, sync_predictions
+from xgbops.monitoring.sync import ship_rollout, sync_feedback, sync_mlflow, sync_predictions
 from xgbops.tracking import Tracker
 from tests.cli_runner import run_xgbops as run_cli
 
 #: Trains models or starts servers: run early (tests/conftest.py orders slow modules first).
 pytestmark = pytest.mark.slow
 
-VIEWS = ["models", "predictions", "drift", "system"]
+VIEWS = ["models", "predictions", "drift", "rollout", "system"]
 LIVE_ACCURACY = "Live accuracy (client feedback)"
+ROLLOUT_CHART = "Live error rate per arm (confidence interval shaded)"
 #: Headless, offline, no profile left behind: nothing may reach the network.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -164,7 +166,7 @@ def _wrong(count: int, every: int) -> list[bool]:
     return [every > 0 and i % every == 0 for i in range(count)]
 
 
-def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
+def test_the_report_shows_all_five_views_and_chromium_loads_every_plot(
     monkeypatch, capsys, champion_project, make_monitored, tmp_path
 ):
     settings = make_monitored(notify={"desktop": False})
@@ -179,6 +181,9 @@ def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
         for _ in range(2):
             events = system.sample(settings.project_dir, measure_seconds=0.01)
             assert sink.ship([*events, _this_process(events[0])]).failed == 0
+    decisions = [rollout_decision(now - timedelta(minutes=40))]
+    assert ship_rollout(settings, rollout_report(now - timedelta(minutes=30)), decisions) == 3
+    assert ship_rollout(settings, rollout_report(now - timedelta(minutes=1))) == 2
     monkeypatch.chdir(champion_project)
     monkeypatch.setenv("XGBOPS_STATE_DIR", str(settings.state_path))
     monkeypatch.setenv("XGBOPS_REPORTS_DIR", str(settings.reports_path))
@@ -195,6 +200,7 @@ def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
         "models": 2,
         "predictions": 3,
         "drift": 1,
+        "rollout": 1,
         "system": 2,
     }
     assert page.alts[:2] == ["Holdout roc_auc of every registered version", LIVE_ACCURACY]
@@ -214,7 +220,7 @@ def test_the_report_shows_all_four_views_and_chromium_loads_every_plot(
     shown = render_in_chromium(output, tmp_path)
 
     assert shown.body.get("data-rendered") == "true"
-    assert shown.body["data-images"] == shown.body["data-images-loaded"] == "8"
+    assert shown.body["data-images"] == shown.body["data-images-loaded"] == "9"
     assert {key: len(view["images"]) for key, view in shown.views.items()} == {
         key: len(view["images"]) for key, view in page.views.items()
     }
@@ -236,6 +242,7 @@ def test_an_empty_project_gets_a_page_that_says_how_to_get_data(
         "models": "make train",
         "predictions": "make serve",
         "drift": "make drift",
+        "rollout": "xgbops rollout start",
         "system": "make monitor-system",
     }
     assert list(page.views) == VIEWS
@@ -391,6 +398,51 @@ def test_the_window_bounds_the_time_series_but_not_the_models(
     )
     assert status == 0, err
     assert out.startswith("window: all time") and "System: no data" not in out
-    assert "predictions, drift and system: all time" in page.read_text(encoding="utf-8")
+    assert "predictions, drift, rollout and system: all time" in page.read_text(encoding="utf-8")
     status, _, err = run_cli(monkeypatch, capsys, "monitor", "report", "--window", "soon")
     assert status != 0 and "invalid window 'soon'" in err
+
+
+def test_the_rollout_view_shows_each_arms_latest_numbers_and_the_decisions(settings):
+    now = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    first, latest = now - timedelta(hours=2), now - timedelta(hours=1)
+    old = now - timedelta(days=40)  # another rollout, out of the window
+    ship_rollout(settings, rollout_report(old, rollout_id="old123", decision="rollback"))
+    ship_rollout(settings, rollout_report(first), [rollout_decision(first)])
+    promote = rollout_decision(latest, "promote", mode=None, share=None, reason="not worse")
+    newest = rollout_report(latest, decision="promote", challenger_error_rate=0.10)
+    ship_rollout(settings, newest, [promote])
+
+    rollout = {v.key: v for v in build_report(settings, now, timedelta(days=30)).views}["rollout"]
+
+    assert rollout.rows == [  # the latest report's numbers, champion first
+        ["a1b2c3", "champion", "v1", "1600", "800", "12.0% [10.0%, 14.0%]"]
+        + ["0.810 [0.780, 0.840]", "0.3500", "0.0300", "1.2 / 3.4", "promote"],
+        ["a1b2c3", "challenger", "v2", "400", "200", "10.0% [8.0%, 12.0%]"]
+        + ["0.790 [0.760, 0.820]", "0.3500", "0.0300", "1.2 / 3.4", "promote"],
+    ]
+    assert rollout.summary.splitlines() == [
+        "rollout a1b2c3 of churn-xgboost: canary 20%, champion v1 against challenger v2; "
+        "2026-12-07 13:00 UTC: promote (error-rate test: p-value 0.27, P(challenger worse) 0.13)",
+        "2 decision(s), the latest last:",
+        "2026-12-07 12:00 UTC start canary 20% (v1 → v2) by alice: a new version to try",
+        "2026-12-07 13:00 UTC promote (v1 → v2) by alice: not worse",
+    ]
+    assert [plot.title for plot in rollout.plots] == [ROLLOUT_CHART]
+    assert rollout.plots[0].png.startswith(b"\x89PNG")
+    everything = {v.key: v for v in build_report(settings, now).views}["rollout"]
+    assert [row[0] for row in everything.rows] == ["a1b2c3", "a1b2c3", "old123", "old123"]
+
+
+def test_a_rollout_without_labels_has_its_table_but_no_chart(settings):
+    now = datetime.now(UTC)
+    ship_rollout(settings, rollout_report(now, labelled=False, paired=True))
+
+    report = build_report(settings)
+    rollout = {v.key: v for v in report.views}["rollout"]
+
+    assert not rollout.has_data and "need labelled predictions" in rollout.empty
+    assert [row[1] for row in rollout.rows] == ["champion", "challenger"]
+    assert [row[3:8] for row in rollout.rows] == [["1600", "0", "", "", ""]] * 2
+    assert rollout.summary.startswith("rollout a1b2c3 of churn-xgboost: shadow 100%, champion v1")
+    assert "Rollout: no live error rate yet" in "\n".join(report.lines())

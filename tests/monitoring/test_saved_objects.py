@@ -7,7 +7,7 @@ Lens visualisation uses (columns, sort fields, KQL queries and filters, the quer
 mapping of the index template whose patterns the data view's title matches
 (monitoring/elasticsearch, with its component templates), or in the documented Metricbeat field
 list for Metricbeat's indices, and has a type the operation accepts; the helper columns a formula
-or math column references exist; each event index family has a data view; the four dashboards
+or math column references exist; each event index family has a data view; the five dashboards
 exist. Each check is also run on a broken copy, where it must fail.
 """
 
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 KIBANA_DIR = REPO / "monitoring" / "kibana"
 ES_DIR = REPO / "monitoring" / "elasticsearch"
 METRICBEAT_FIELDS = "metricbeat-fields.json"
-DASHBOARDS = {"Models", "Predictions", "Drift", "System & containers"}
+DASHBOARDS = {"Models", "Predictions", "Drift", "Rollout", "System & containers"}
 
 NUMERIC = {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float"}
 NUMERIC |= {"unsigned_long"}
@@ -392,7 +392,7 @@ def data_view_problems(objects: list[dict[str, Any]], sources: Sources) -> list[
 
 
 def dashboard_problems(objects: list[dict[str, Any]]) -> list[str]:
-    """The four dashboards exist, each with panels."""
+    """The five dashboards exist, each with panels."""
     boards = {o["attributes"].get("title"): o for o in objects if o["type"] == "dashboard"}
     problems = [f"no dashboard titled {title!r}" for title in sorted(DASHBOARDS - set(boards))]
     problems += [
@@ -456,6 +456,8 @@ def test_every_lens_field_is_checked_against_a_mapping():
     )
     assert view_fields("xgbops-training-runs", sources)["metrics.roc_auc"] == "double"
     assert view_fields("xgbops-feedback-*", sources)["correct"] == "byte"
+    assert view_fields("xgbops-rollout-*", sources)["error_rate_low"] == "double"
+    assert view_fields("xgbops-decisions-*", sources)["action"] == "keyword"
     histogram = "prometheus.xgbops_http_request_duration_seconds.histogram"
     assert view_fields("metricbeat-*,metrics-*", sources)[histogram] == "histogram"
 
@@ -488,6 +490,17 @@ def test_every_lens_field_is_checked_against_a_mapping():
             lambda t: t.replace('"name":"indexpattern-datasource-layer-main"', '"name":"layer"', 1),
             "layer main has no data view reference",
         ),
+        (
+            "kibana/data-views.ndjson",
+            _drop_line('"id":"xgbops-decisions"'),
+            "lens/xgbops-rollout-decisions: reference indexpattern-datasource-layer-main -> "
+            "index-pattern/xgbops-decisions not defined",
+        ),
+        (
+            "kibana/dashboard-rollout.ndjson",
+            _drop_line('{"type":"lens","id":"xgbops-rollout-error-rate"'),
+            "rollout: reference p5:panel_p5 -> lens/xgbops-rollout-error-rate not defined",
+        ),
     ],
     ids=[
         "data-view-dropped",
@@ -495,6 +508,8 @@ def test_every_lens_field_is_checked_against_a_mapping():
         "panel-reference-renamed",
         "live-accuracy-dropped",
         "layer-reference-renamed",
+        "decisions-data-view-dropped",
+        "rollout-error-rate-dropped",
     ],
 )
 def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected):
@@ -603,6 +618,33 @@ def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected
             lambda t: t.replace('"references":["e5X2"]', '"references":["e5X9"]', 1),
             "column e5 (formula): references 'e5X9', which the layer does not have",
         ),
+        (
+            "elasticsearch/index_templates/xgbops-rollout.json",
+            lambda t: t.replace('"error_rate_low"', '"error_rate_lower"'),
+            "column error_rate_low (average): field 'error_rate_low' not in the mapping of "
+            "xgbops-rollout-*",
+        ),
+        (
+            "elasticsearch/index_templates/xgbops-rollout.json",
+            lambda t: t.replace(
+                '"latency_p95_ms": {\n          "type": "double"',
+                '"latency_p95_ms": {\n          "type": "keyword"',
+            ),
+            "average cannot use 'latency_p95_ms' of type keyword",
+        ),
+        (
+            "kibana/dashboard-rollout.ndjson",
+            lambda t: t.replace(
+                '"query":"action : guard_stop or action : rollback"',
+                '"query":"decision : guard_stop or action : rollback"',
+            ),
+            "query field 'decision' not in the mapping of xgbops-decisions-*",
+        ),
+        (
+            "elasticsearch/index_templates/xgbops-decisions.json",
+            lambda t: t.replace('"reason"', '"why"'),
+            "column reason (terms): field 'reason' not in the mapping of xgbops-decisions-*",
+        ),
     ],
     ids=[
         "template-field-renamed",
@@ -620,6 +662,10 @@ def test_a_reference_that_points_nowhere_is_found(tmp_path, file, edit, expected
         "formula-field",
         "formula-query-field",
         "formula-dangling-reference",
+        "rollout-interval-field-renamed",
+        "rollout-latency-on-a-keyword",
+        "decisions-query-field",
+        "decisions-table-field-renamed",
     ],
 )
 def test_a_field_that_is_missing_or_of_the_wrong_type_is_found(tmp_path, file, edit, expected):
@@ -628,7 +674,7 @@ def test_a_field_that_is_missing_or_of_the_wrong_type_is_found(tmp_path, file, e
     assert any(expected in p for p in problems), problems
 
 
-@pytest.mark.parametrize("family", ["processes", "feedback"])
+@pytest.mark.parametrize("family", ["processes", "feedback", "rollout", "decisions"])
 def test_an_event_index_without_a_data_view_is_found(tmp_path, family):
     sources = broken_copy(
         tmp_path, "kibana/data-views.ndjson", _drop_line(f'"id":"xgbops-{family}"')
@@ -648,7 +694,7 @@ def test_a_data_view_on_unmapped_indices_is_found(tmp_path):
     assert "index-pattern/xgbops-system: 'xgbops-sys-*' targets no known mapping" in problems
 
 
-def test_the_four_dashboards_exist(tmp_path):
+def test_the_five_dashboards_exist(tmp_path):
     titles = {o["attributes"]["title"] for o in Sources().objects() if o["type"] == "dashboard"}
     assert titles == DASHBOARDS
     sources = broken_copy(

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import structlog
 
 from tests.conftest import project_settings
 from tests.monitoring.conftest import FAST_RETRY
 from tests.monitoring.history_rows import label, other, records, write_feedback, write_history
+from tests.monitoring.sample import rollout_decision, rollout_report
 from xgbops import train as training
-from xgbops.monitoring import elastic, sync
+from xgbops.monitoring import MonitoringError, elastic, sync
+from xgbops.monitoring.events import RolloutDecisionEvent, rollout_events
 from xgbops.monitoring.sinks import ElasticsearchSink, LocalSink, local_sink_path
 from xgbops.champion import CHAMPION_ALIAS
 from xgbops.tracking import Tracker
@@ -275,3 +278,65 @@ def test_feedback_bulk_bodies_index_by_prediction_id_and_overwrite(make_settings
     assert fake_es.indices[index][served[1].id]["correct"] == 1
     assert len(fake_es.documents()) == 2
     sink.close()
+
+
+# -- the rollout -------------------------------------------------------------------------------
+
+ROLLOUT_AT = datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
+
+
+def test_ship_rollout_stores_both_arms_and_the_decisions_once_in_the_local_sink(settings):
+    report = rollout_report(ROLLOUT_AT)
+    decisions = [
+        rollout_decision(ROLLOUT_AT - timedelta(hours=1)),
+        rollout_decision(ROLLOUT_AT, "mode", share=50.0),
+    ]
+
+    unnamed = rollout_report(ROLLOUT_AT + timedelta(minutes=5))
+    del unnamed["model_name"]  # the comparison knows versions; the settings know the model
+
+    first = sync.ship_rollout(settings, report, decisions)
+    again = sync.ship_rollout(settings, report, decisions)
+    alone = sync.ship_rollout(settings, unnamed)
+
+    assert (first, again, alone) == (4, 0, 2)  # a re-shipped report is not stored twice
+    with LocalSink(local_sink_path(settings)) as sink:
+        first_report = sink.read("rollout", until=ROLLOUT_AT + timedelta(minutes=1))
+        second_report = sink.read("rollout", since=ROLLOUT_AT + timedelta(minutes=1))
+        stored = sink.read("decisions")
+        assert sink.count("rollout") == 4
+    assert {d["model_name"] for d in second_report} == {settings.model_name}
+    assert len(first_report) == 2
+    arms = {d["arm"]: d for d in first_report}  # same time: read back in id order
+    assert arms == {e.arm: e.to_document() for e in rollout_events(report)}
+    assert (arms["challenger"]["requests"], arms["challenger"]["error_rate"]) == (400, 0.15)
+    assert stored == [RolloutDecisionEvent.from_decision(d).to_document() for d in decisions]
+
+
+def test_ship_rollout_creates_in_elasticsearch_and_a_refused_document_raises(
+    make_settings, fake_es
+):
+    settings = make_settings(monitoring={"sink": "elasticsearch", "elasticsearch_url": fake_es.url})
+    elastic.install(settings, elastic.create_client(settings.monitoring, FAST_RETRY))
+    report = rollout_report(ROLLOUT_AT, paired=True)
+    arm_ids = [e.doc_id for e in rollout_events(report)]
+    decision = rollout_decision(ROLLOUT_AT, "promote")
+
+    assert sync.ship_rollout(settings, report, [decision]) == 3
+    assert sync.ship_rollout(settings, report, [decision]) == 0
+
+    bulk, again = [request.ndjson() for request in fake_es.bulk_requests()]
+    assert bulk == again
+    actions = [line["create"] for line in bulk if "create" in line]
+    decision_id = RolloutDecisionEvent.from_decision(decision).doc_id
+    assert [(a["_index"], a["_id"]) for a in actions] == [
+        ("xgbops-rollout-2026.12.01", arm_ids[0]),
+        ("xgbops-rollout-2026.12.01", arm_ids[1]),
+        ("xgbops-decisions-2026.12.01", decision_id),
+    ]  # facts: the op is create, and the templates' strict mappings accepted every document
+    assert len(fake_es.documents()) == 3
+    later = rollout_report(ROLLOUT_AT + timedelta(minutes=5))
+    refused = rollout_events(later)[1].doc_id
+    fake_es.fail_item(refused, 400)
+    with pytest.raises(MonitoringError, match=f"1 failed.*{refused}: 400"):
+        sync.ship_rollout(settings, later)

@@ -134,6 +134,7 @@ def test_jenkinsfile_is_a_well_formed_declarative_pipeline(path: Path) -> None:
 
 
 QUALITY = "pipelines/quality.Jenkinsfile"
+ROLLOUT = model.ROLLOUT_PIPELINE
 
 #: (case, text to replace in the quality pipeline, replacement, expected problem)
 SKELETON_BREAKS = [
@@ -200,6 +201,15 @@ def _appending(relative: str, text: str) -> Callable[[Path], None]:
             handle.write(text)
 
     return apply
+
+
+def _moving_flag_before_start(root: Path) -> None:
+    """The rollout's flag set before `make rollout-start` instead of after it."""
+    start = 'sh \'make rollout-start CHALLENGER="$VERSION" MODE="$MODE" SHARE="$SHARE"\''
+    replace_once(root, ROLLOUT, start + "\n", "")
+    replace_once(
+        root, ROLLOUT, "env.ROLLOUT_OPEN = 'true'\n", "env.ROLLOUT_OPEN = 'true'\n" + start + "\n"
+    )
 
 
 CASC = model.CASC_DIR
@@ -395,6 +405,117 @@ BREAKS = {
             f"{model.LIBRARY_VARS}/notifyResult.groovy", "BUILD_LOG, maxLines", "CHANGES, x"
         ),
         "the mail lacks the log's tail",
+    ),
+    # the rollout pipeline: a challenger on live traffic
+    "rollout-parameter-default-differs": Break(
+        "rollout-parameters-seeded",
+        _replacing(model.SEED_FILE, "'POLL_SECONDS', '60'", "'POLL_SECONDS', '30'"),
+        "POLL_SECONDS: ('string', '30') in jenkins/jobs/pipelines.groovy, ('string', '60') in",
+    ),
+    "rollout-parameter-not-seeded": Break(
+        "rollout-parameters-seeded",
+        _replacing(model.SEED_FILE, "    ['string', 'STEP_MINUTES', '15', ", "    // ['x', "),
+        "rolloutParameters lacks STEP_MINUTES",
+    ),
+    "rollout-modes-reordered": Break(
+        "rollout-parameters-seeded",
+        _replacing(model.SEED_FILE, "['canary', 'shadow', 'ab']", "['shadow', 'canary', 'ab']"),
+        "MODE: ('choice', ('shadow', 'canary', 'ab'))",
+    ),
+    "rollout-parameters-unseeded": Break(
+        "rollout-parameters-seeded",
+        _replacing(model.SEED_FILE, ",\n     askRollout: 'true']", "]"),
+        "job 'rollout' lacks askRollout: 'true'",
+    ),
+    "rollout-promotes-by-default": Break(
+        "rollout-parameters-seeded",
+        _replacing(
+            ROLLOUT,
+            "name: 'AUTO_PROMOTE', defaultValue: false",
+            "name: 'AUTO_PROMOTE', defaultValue: true",
+        ),
+        "no booleanParam(name: 'AUTO_PROMOTE', defaultValue: false)",
+    ),
+    "rollout-failure-not-rolled-back": Break(
+        "rollout-rolls-back-on-failure",
+        _replacing(
+            ROLLOUT,
+            "                failure {\n                    script {",
+            "                unstable {\n                    script {",
+        ),
+        "stage 'Rollout' has no post { failure { make rollout-rollback } }",
+    ),
+    "rollout-abort-not-rolled-back": Break(
+        "rollout-rolls-back-on-failure",
+        _replacing(ROLLOUT, "                aborted {\n", "                unstable {\n"),
+        "stage 'Rollout' has no post { aborted { make rollout-rollback } }",
+    ),
+    "rollout-rollback-unguarded": Break(
+        "rollout-rolls-back-on-failure",
+        _replacing(ROLLOUT, "if (env.ROLLOUT_OPEN == 'true') {", "if (true) {"),
+        "post failure rolls back without checking the flag set after the start (ROLLOUT_OPEN)",
+    ),
+    "rollout-rollback-after-it-ended": Break(
+        "rollout-rolls-back-on-failure",
+        _replacing(ROLLOUT, "if (state.ended_by == null && ", "if ("),
+        "`make rollout-rollback` without checking that the rollout is still on trial",
+    ),
+    "rollout-flag-set-before-start": Break(
+        "rollout-rolls-back-on-failure",
+        _moving_flag_before_start,
+        "sets no env flag to 'true' after `make rollout-start`",
+    ),
+    "rollout-decided-outside-guard": Break(
+        "rollout-rolls-back-on-failure",
+        _replacing(ROLLOUT, "sh 'make install-runtime'", "sh 'make rollout-status'"),
+        "`make rollout-status` runs outside stage 'Rollout', whose post rolls back",
+    ),
+    "rollout-promotes-outside-branch": Break(
+        "rollout-decides-on-evidence",
+        _replacing(
+            ROLLOUT,
+            "env.ROLLOUT_DECISION = verdict.decision",
+            "sh 'make rollout-promote'\nenv.ROLLOUT_DECISION = verdict.decision",
+        ),
+        "`make rollout-promote` outside if (... == 'promote') { }",
+    ),
+    "rollout-promotes-on-rollback": Break(
+        "rollout-decides-on-evidence",
+        _replacing(ROLLOUT, "if (decision == 'promote') {", "if (decision != 'promote') {"),
+        "`make rollout-promote` outside if (... == 'promote') { }",
+    ),
+    "rollout-decides-without-status": Break(
+        "rollout-decides-on-evidence",
+        _replacing(
+            ROLLOUT,
+            "while (true) {\n                                sh 'make rollout-status'",
+            "while (true) {\n                                echo 'no status'",
+        ),
+        "no loop (while) runs `make rollout-status` and reads reports/rollout.json",
+    ),
+    "rollout-approval-unbounded": Break(
+        "rollout-decides-on-evidence",
+        _replacing(ROLLOUT, "timeout(time: 8, unit: 'HOURS') {\n", "retry(1) {\n"),
+        "input without a timeout around it",
+    ),
+    "rollout-asks-only-when-auto": Break(
+        "rollout-decides-on-evidence",
+        _replacing(ROLLOUT, "&& !params.AUTO_PROMOTE", "&& params.AUTO_PROMOTE"),
+        "input is not in if (... !params.AUTO_PROMOTE)",
+    ),
+    "rollout-mail-without-comparison": Break(
+        "rollout-decides-on-evidence",
+        _replacing(ROLLOUT, "notifyResult(['reports/rollout.md', ", "notifyResult(["),
+        "notifyResult is not given reports/rollout.md",
+    ),
+    "rollout-mail-before-final-status": Break(
+        "rollout-decides-on-evidence",
+        _replacing(
+            ROLLOUT,
+            "                    sh 'make rollout-status'\n                } catch",
+            "                    echo 'skipped'\n                } catch",
+        ),
+        "post { always { } } must run `make rollout-status` before notifyResult",
     ),
 }
 

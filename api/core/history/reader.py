@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 
 from xgbops.tables import predictions
 
@@ -62,11 +62,14 @@ class HistoryReader:
             total = connection.execute(select(func.count()).where(*where).select_from(predictions))
             return [from_row(row) for row in rows], int(total.scalar_one())
 
-    def label_of(self, prediction_id: str) -> str | None:
-        """The label served for a stored prediction (None if it is not stored, or not yet)."""
-        query = select(predictions.c.label).where(predictions.c.id == prediction_id)
+    def labels_of(self, prediction_id: str) -> list[tuple[str, str]]:
+        """Each arm's label for a served prediction: the arm that answered, and a challenger
+        that shadowed it (empty if it is not stored, or not yet)."""
+        query = select(predictions.c.arm, predictions.c.label).where(
+            or_(predictions.c.id == prediction_id, predictions.c.shadow_of == prediction_id)
+        )
         with self._engine.connect() as connection:
-            return connection.execute(query).scalar_one_or_none()
+            return [(str(arm), str(label)) for arm, label in connection.execute(query)]
 
     def count(self) -> int:
         """How many records are stored."""

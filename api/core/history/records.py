@@ -27,6 +27,10 @@ class PredictionRecord:
     label: str
     latency_ms: float
     request_id: str
+    #: Who scored it: ``champion`` or ``challenger`` (:mod:`api.core.rollout`).
+    arm: str = "champion"
+    #: A shadow scoring's champion prediction (the one the client got), else None.
+    shadow_of: str | None = None
 
 
 @dataclass(slots=True)
@@ -46,14 +50,20 @@ class PredictionBatch:
     labels: list[str]
     latency_ms: float
     request_id: str
+    arm: str = "champion"
+    #: Per record, the champion prediction each shadow scoring shadows (None: not a shadow).
+    shadow_of: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def records(self) -> Iterator[PredictionRecord]:
         """One record per prediction."""
-        for prediction_id, record, probability, label in zip(
-            self.ids, self.inputs, self.probabilities, self.labels
+        shadowed: list[str | None] = [None] * len(self.ids)
+        if self.shadow_of is not None:
+            shadowed = list(self.shadow_of)
+        for prediction_id, record, probability, label, shadow_of in zip(
+            self.ids, self.inputs, self.probabilities, self.labels, shadowed
         ):
             yield PredictionRecord(
                 prediction_id,
@@ -65,6 +75,8 @@ class PredictionBatch:
                 label,
                 self.latency_ms,
                 self.request_id,
+                self.arm,
+                shadow_of,
             )
 
 
@@ -76,6 +88,8 @@ BATCH_FIELDS: Final = tuple(f.name for f in fields(PredictionBatch))
 Row = tuple[Any, ...]
 INPUT: Final = FIELDS.index("input")
 CREATED_AT: Final = FIELDS.index("created_at")
+#: Fields a journal or spool line written before rollouts existed lacks (their defaults hold).
+_LATER_FIELDS: Final = frozenset({"arm", "shadow_of"})
 
 
 def utc(moment: datetime) -> datetime:
@@ -89,7 +103,8 @@ def to_row(record: PredictionRecord) -> Row:
     Raises:
         TypeError, ValueError: the record can never be stored.
     """
-    return _rows_of(record, [(record.id, record.input, record.probability, record.label)])[0]
+    scored = [(record.id, record.input, record.probability, record.label, record.shadow_of)]
+    return _rows_of(record, scored)[0]
 
 
 def batch_rows(batch: PredictionBatch) -> list[Row]:
@@ -100,29 +115,39 @@ def batch_rows(batch: PredictionBatch) -> list[Row]:
     """
     if not len(batch.inputs) == len(batch.probabilities) == len(batch.labels) == len(batch):
         raise ValueError("a batch's columns differ in length")
-    return _rows_of(batch, zip(batch.ids, batch.inputs, batch.probabilities, batch.labels))
+    shadowed: list[str | None] = [None] * len(batch)
+    if batch.shadow_of is not None:
+        shadowed = list(batch.shadow_of)
+    if len(shadowed) != len(batch):
+        raise ValueError("a batch's columns differ in length")
+    return _rows_of(
+        batch, zip(batch.ids, batch.inputs, batch.probabilities, batch.labels, shadowed)
+    )
 
 
 def _rows_of(
-    shared: PredictionRecord | PredictionBatch, scored: Iterable[tuple[Any, Any, Any, Any]]
+    shared: PredictionRecord | PredictionBatch, scored: Iterable[tuple[Any, Any, Any, Any, Any]]
 ) -> list[Row]:
-    """Rows of the ``scored`` records (id, input, probability, label), which share the time, model,
-    latency and request of ``shared``: those are checked once, the rest row by row.
+    """Rows of the ``scored`` records (id, input, probability, label, shadow_of), which share the
+    time, model, arm, latency and request of ``shared``: those are checked once, the rest row by
+    row.
 
     Raises:
         TypeError, ValueError: a value can never be stored.
     """
-    for name in ("model_name", "model_version", "request_id"):
+    for name in ("model_name", "model_version", "request_id", "arm"):
         if not isinstance(getattr(shared, name), str):
             raise TypeError(f"{name} must be a string")
     if not isinstance(shared.created_at, datetime):
         raise TypeError("created_at must be a datetime")
     created_at, latency_ms = utc(shared.created_at), float(shared.latency_ms)
     rows = []
-    for prediction_id, record, probability, label in scored:
+    for prediction_id, record, probability, label, shadow_of in scored:
         for name, value in (("id", prediction_id), ("label", label)):
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a string")
+        if shadow_of is not None and not isinstance(shadow_of, str):
+            raise TypeError("shadow_of must be a string")
         if not isinstance(record, dict):
             raise TypeError("input must be a JSON object")
         _check_finite(record)  # PostgreSQL's JSON has no NaN/Infinity (orjson writes null)
@@ -140,6 +165,8 @@ def _rows_of(
                 label,
                 latency_ms,
                 shared.request_id,
+                shared.arm,
+                shadow_of,
             )
         )
     return rows
@@ -199,9 +226,9 @@ def from_json(line: bytes) -> PredictionRecord | PredictionBatch:
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     created_at = datetime.fromisoformat(data.get("created_at", ""))
-    if set(data) == set(FIELDS):
+    if set(FIELDS) - _LATER_FIELDS <= set(data) <= set(FIELDS):
         return PredictionRecord(**{**data, "created_at": created_at})
-    if set(data) == set(BATCH_FIELDS):
+    if set(BATCH_FIELDS) - _LATER_FIELDS <= set(data) <= set(BATCH_FIELDS):
         return PredictionBatch(**{**data, "created_at": created_at})
     raise ValueError(f"expected the fields {', '.join(FIELDS)}")
 

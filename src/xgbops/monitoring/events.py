@@ -25,13 +25,16 @@ from pydantic import (
     field_validator,
 )
 
-from xgbops.config import PValueCorrection
+from xgbops.config import PValueCorrection, RolloutMode
 
 #: Fixed-width UTC timestamps: sortable as text in the local sink, parsed by Elasticsearch's
 #: default ``strict_date_optional_time`` date format.
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 #: Holdout metrics a training run may carry (xgbops.evaluate.compute_metrics' names).
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
+RolloutArm = Literal["champion", "challenger"]
+#: The two arms of a rollout, in the order their documents are built.
+ROLLOUT_ARMS: tuple[RolloutArm, ...] = ("champion", "challenger")
 
 
 def utc(moment: datetime) -> datetime:
@@ -358,6 +361,159 @@ class ProcessEvent(Event):
         return f"{self.sample_id}:{self.pid}"
 
 
+class RolloutArmEvent(Event):
+    """One arm of a rollout's live comparison report (:mod:`xgbops.rollout`), as it stood when
+    the report was made: two documents per report, one per arm, so Kibana can split any metric
+    by ``arm``. Fields of the whole report (agreement, the error-rate test, the verdict) are
+    repeated on both. Missing labels leave the label-based metrics null.
+    """
+
+    KIND: ClassVar[str] = "rollout"
+
+    model_name: str
+    rollout_id: str
+    mode: RolloutMode
+    #: Percent of traffic the challenger answers (canary, ab) or shadows.
+    share: float | None = None
+    arm: RolloutArm
+    version: str | None = None
+    requests: int = Field(ge=0)
+    labelled: int = Field(ge=0)
+    #: The live error rate and its confidence interval.
+    error_rate: float | None = None
+    error_rate_low: float | None = None
+    error_rate_high: float | None = None
+    auc: float | None = None
+    auc_low: float | None = None
+    auc_high: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+    ece: float | None = None
+    mean_probability: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    #: Share of requests both arms labelled alike: only in shadow mode, where both scored them.
+    agreement: float | None = None
+    #: The error-rate test of challenger against champion: its p-value, and the probability
+    #: that the challenger is worse.
+    p_value: float | None = None
+    p_worse: float | None = None
+    decision: Literal["waiting", "promote", "rollback"]
+
+    @property
+    def doc_id(self) -> str:
+        """Derived from the model, the rollout, the report's time (as UTC) and the arm."""
+        return stable_id(self.model_name, self.rollout_id, format_time(self.timestamp), self.arm)
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any], arm: RolloutArm) -> RolloutArmEvent:
+        """The document of ``arm`` in a comparison report (a plain dict, see the module
+        :mod:`xgbops.rollout`); ``@timestamp`` is the report's ``generated_at``.
+
+        Raises:
+            KeyError: the report has no ``state``, ``arms`` (or this arm) or ``verdict``.
+            pydantic.ValidationError: a required value is missing, or a value is wrong.
+        """
+        state = report["state"]
+        numbers = report["arms"][arm]
+        error_rate, error_rate_low, error_rate_high = _interval(numbers.get("error_rate"))
+        auc, auc_low, auc_high = _interval(numbers.get("auc"))
+        latency = numbers.get("latency_ms") or {}
+        test = (report.get("tests") or {}).get("error_rate") or {}
+        return cls(
+            timestamp=report.get("generated_at"),
+            model_name=report.get("model_name"),
+            rollout_id=state.get("rollout_id"),
+            mode=state.get("mode"),
+            share=state.get("share"),
+            arm=arm,
+            version=numbers.get("version"),
+            requests=numbers.get("requests"),
+            labelled=numbers.get("labelled"),
+            error_rate=error_rate,
+            error_rate_low=error_rate_low,
+            error_rate_high=error_rate_high,
+            auc=auc,
+            auc_low=auc_low,
+            auc_high=auc_high,
+            log_loss=numbers.get("log_loss"),
+            brier=numbers.get("brier"),
+            ece=numbers.get("ece"),
+            mean_probability=numbers.get("mean_probability"),
+            latency_p50_ms=latency.get("p50"),
+            latency_p95_ms=latency.get("p95"),
+            agreement=_interval(report.get("agreement"))[0],
+            p_value=test.get("p_value"),
+            p_worse=test.get("p_worse"),
+            decision=report["verdict"].get("decision"),
+        )
+
+
+def rollout_events(report: Mapping[str, Any]) -> list[RolloutArmEvent]:
+    """The two documents of a rollout comparison report: the champion's, then the challenger's.
+
+    Shipping the same report again yields the same ids, so nothing is duplicated.
+
+    Raises:
+        KeyError: the report has no ``state``, ``arms`` (or one of them) or ``verdict``.
+        pydantic.ValidationError: a required value is missing, or a value is wrong.
+    """
+    return [RolloutArmEvent.from_report(report, arm) for arm in ROLLOUT_ARMS]
+
+
+def _interval(value: Mapping[str, Any] | None) -> tuple[Any, Any, Any]:
+    """An interval's estimate, low and high bounds; all null when it was not computable."""
+    if not value:
+        return None, None, None
+    return value.get("estimate"), value.get("low"), value.get("high")
+
+
+class RolloutDecisionEvent(Event):
+    """One decision about a rollout: started, mode changed, promoted, rolled back, or stopped by
+    the automatic guard. An immutable fact, shipped once.
+
+    Its own index family, ``decisions``: ``rollout-decisions`` would fall under the pattern of
+    the arms' indices (``xgbops-rollout-*``), which Elasticsearch refuses for two templates of
+    the same priority, and which would mix both kinds in the arms' data view.
+    """
+
+    KIND: ClassVar[str] = "decisions"
+
+    model_name: str
+    #: The rollout decided on, when the decision names it (the history's decisions do).
+    rollout_id: str | None = None
+    action: Literal["start", "mode", "promote", "rollback", "guard_stop"]
+    mode: RolloutMode | None = None
+    share: float | None = None
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    reason: str | None = None
+    #: Who decided: a user or key name, or the guard.
+    actor: str | None = None
+
+    @property
+    def doc_id(self) -> str:
+        """Derived from the model, the decision's time (as UTC), its action and its arms."""
+        return stable_id(
+            self.model_name,
+            format_time(self.timestamp),
+            self.action,
+            self.champion_version,
+            self.challenger_version,
+        )
+
+    @classmethod
+    def from_decision(cls, decision: Mapping[str, Any]) -> RolloutDecisionEvent:
+        """The document of one decision (a plain dict); ``@timestamp`` is its ``at``.
+
+        Raises:
+            pydantic.ValidationError: a required value is missing, or a value is wrong or
+                unknown.
+        """
+        fields = {key: value for key, value in decision.items() if key != "at"}
+        return cls(timestamp=decision.get("at"), **fields)
+
+
 #: Every event type, by kind (the index family, e.g. ``predictions``).
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.KIND: cls
@@ -369,5 +525,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DriftFeatureEvent,
         SystemEvent,
         ProcessEvent,
+        RolloutArmEvent,
+        RolloutDecisionEvent,
     )
 }

@@ -1,7 +1,7 @@
 """Kibana as code: import the data views and dashboards of ``monitoring/kibana/``.
 
 The saved objects are NDJSON files in the form Kibana's export API writes them: one data view per
-index family the events go to (and one for Metricbeat), Lens visualisations, and the four
+index family the events go to (and one for Metricbeat), Lens visualisations, and the five
 dashboards that show them. :func:`import_saved_objects` sends them all in one
 ``POST /api/saved_objects/_import?overwrite=true`` (multipart ``file``, ``kbn-xsrf`` header):
 ``overwrite`` replaces the objects that have the same ids, so a re-run changes nothing twice.

@@ -1,5 +1,5 @@
-"""``xgbops monitor report``: one self-contained HTML page with the four views of the Kibana
-dashboards (models, predictions, drift, system), for whoever runs without Docker.
+"""``xgbops monitor report``: one self-contained HTML page with the five views of the Kibana
+dashboards (models, predictions, drift, rollout, system), for whoever runs without Docker.
 
 The data come from the local sink first. Where it holds nothing of a kind yet, the report reads
 the sources the monitoring package already reads, without shipping anything: MLflow for the
@@ -7,13 +7,15 @@ training runs (:func:`~xgbops.monitoring.sync.training_run_events`), the predict
 (:func:`~xgbops.monitoring.history.read_predictions`; its rows are merged with the sink's by
 prediction id), the clients' feedback joined with its predictions
 (:func:`~xgbops.monitoring.history.read_feedback`, merged the same way, the later label of a
-prediction winning), the last drift report file (``reports/drift.json``). So the page is useful
-right after ``make run`` and a few predictions. A view with no data says which command produces
-some.
+prediction winning), the last drift report file (``reports/drift.json``). The rollout's
+comparison reports and decisions come from the local sink alone
+(:func:`~xgbops.monitoring.sync.ship_rollout` puts them there): no other source keeps them. So
+the page is useful right after ``make run`` and a few predictions. A view with no data says
+which command produces some.
 
 A window (``--window 30d`` by default) bounds what is read of the time series: predictions,
-feedback (by when the label was received), drift checks and machine samples; the training runs
-are a registry, shown whole.
+feedback (by when the label was received), drift checks, rollout reports and decisions, and
+machine samples; the training runs are a registry, shown whole.
 
 The page needs nothing but itself: CSS inline, plots drawn with matplotlib's object API (no
 pyplot, no global backend) and inlined as base64 PNG, and a Content-Security-Policy that forbids
@@ -40,11 +42,15 @@ from matplotlib.figure import Figure
 
 from xgbops.config import Settings
 from xgbops.monitoring import MonitoringError
+from xgbops.monitoring.events import ROLLOUT_ARMS
 from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sinks import LocalSink, local_sink_path
 
 #: Colours: one for "normal", one for "flagged", one for the threshold and the champion.
 _BLUE, _RED, _ORANGE, _GREY = "#3b6ea8", "#c0392b", "#e67e22", "#9aa5b1"
+_ARM_COLOURS = {"champion": _ORANGE, "challenger": _BLUE}
+#: The rollout view lists this many of the latest decisions.
+_DECISIONS_SHOWN = 5
 #: Bucket widths for time series, smallest first; the first giving at most _MAX_BUCKETS wins.
 _BUCKETS = ("1min", "5min", "15min", "1h", "6h", "1D", "7D")
 _MAX_BUCKETS = 60
@@ -70,7 +76,7 @@ class Plot:
 
 @dataclass
 class View:
-    """One of the four views: plots and a table, or the message saying how to get data."""
+    """One of the five views: plots and a table, or the message saying how to get data."""
 
     key: str
     title: str
@@ -90,7 +96,7 @@ class View:
 
 @dataclass
 class Report:
-    """The four views, when and for which project the report was made, and where it went."""
+    """The five views, when and for which project the report was made, and where it went."""
 
     generated_at: datetime
     project: Path
@@ -121,7 +127,7 @@ class Report:
 def build_report(
     settings: Settings, now: datetime | None = None, window: timedelta | None = None
 ) -> Report:
-    """Collect the four views' data and draw their plots.
+    """Collect the five views' data and draw their plots.
 
     Args:
         settings: the project (local sink, MLflow, prediction history, reports folder).
@@ -138,6 +144,7 @@ def build_report(
         _models_view(settings, sink),
         _predictions_view(settings, sink),
         _drift_view(settings, sink),
+        _rollout_view(sink),
         _system_view(sink),
     ]
     return Report(now, settings.project_dir, views, since)
@@ -434,6 +441,110 @@ def _drift_view(settings: Settings, sink: _SinkReader) -> View:
     return view
 
 
+def _rollout_view(sink: _SinkReader) -> View:
+    """Each rollout's latest comparison, one table row per arm; the live error rate of each arm
+    over time with its interval; the latest decisions."""
+    view = View(
+        "rollout",
+        "Rollout",
+        empty="no data yet — run `xgbops rollout start` to put a challenger on live traffic",
+        source="local sink (the rollout's comparison reports and decisions)",
+    )
+    arms, decisions = sink.read("rollout"), sink.read("decisions")
+    if not arms and not decisions:
+        return view
+    latest = _latest_reports(arms)
+    lines = [_rollout_line(pair) for pair in latest]
+    if decisions:
+        lines.append(f"{len(decisions)} decision(s), the latest last:")
+        lines += [_decision_line(d) for d in decisions[-_DECISIONS_SHOWN:]]
+    view.summary = "\n".join(lines)
+    view.headers = ["rollout", "arm", "version", "requests", "labelled", "error rate", "AUC"]
+    view.headers += ["log loss", "ECE", "latency p50 / p95 (ms)", "decision"]
+    view.rows = [_arm_row(doc) for pair in latest for doc in pair]
+    if any(doc.get("error_rate") is not None for doc in arms):
+        view.plots.append(
+            _plot("Live error rate per arm (confidence interval shaded)", _draw_arms(arms))
+        )
+    else:
+        view.empty = (
+            "no live error rate yet — the arms need labelled predictions (`POST /feedback`)"
+        )
+    return view
+
+
+def _latest_reports(arms: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The arm documents of each rollout's latest report (champion first), newest rollout
+    first."""
+    newest: dict[str, str] = {}
+    for doc in arms:  # oldest first: the last time seen is the latest
+        newest[str(doc["rollout_id"])] = str(doc["@timestamp"])
+    order = sorted(newest, key=lambda rollout: newest[rollout], reverse=True)
+    return [
+        sorted(
+            (d for d in arms if d["rollout_id"] == rollout and d["@timestamp"] == newest[rollout]),
+            key=lambda d: ROLLOUT_ARMS.index(d["arm"]),
+        )
+        for rollout in order
+    ]
+
+
+def _rollout_line(pair: list[dict[str, Any]]) -> str:
+    """One rollout's state at its latest report, for people."""
+    first = pair[0]
+    versions = {d["arm"]: d.get("version") for d in pair}
+    share = "" if first.get("share") is None else f" {float(first['share']):g}%"
+    tested = ", ".join(
+        f"{name} {float(first[key]):.3g}"
+        for name, key in (("p-value", "p_value"), ("P(challenger worse)", "p_worse"))
+        if first.get(key) is not None
+    )
+    return (
+        f"rollout {first['rollout_id']} of {first['model_name']}: {first['mode']}{share}, "
+        f"champion v{versions.get('champion')} against challenger v{versions.get('challenger')}; "
+        f"{_minute(first['@timestamp'])} UTC: {first['decision']}"
+        + (f" (error-rate test: {tested})" if tested else "")
+    )
+
+
+def _decision_line(decision: dict[str, Any]) -> str:
+    """One decision, for people: when, what, on which versions, by whom and why."""
+    share = "" if decision.get("share") is None else f" {float(decision['share']):g}%"
+    mode = f" {decision['mode']}{share}" if decision.get("mode") else ""
+    return (
+        f"{_minute(decision['@timestamp'])} UTC {decision['action']}{mode}"
+        f" (v{decision.get('champion_version')} → v{decision.get('challenger_version')})"
+        + (f" by {decision['actor']}" if decision.get("actor") else "")
+        + (f": {decision['reason']}" if decision.get("reason") else "")
+    )
+
+
+def _arm_row(doc: dict[str, Any]) -> list[str]:
+    """An arm's numbers in its latest report; a metric that needs labels is empty without."""
+    return [
+        str(doc["rollout_id"]),
+        str(doc["arm"]),
+        f"v{doc.get('version')}",
+        str(doc["requests"]),
+        str(doc["labelled"]),
+        _estimate(doc, "error_rate", "{:.1%}"),
+        _estimate(doc, "auc", "{:.3f}"),
+        _number(doc.get("log_loss")),
+        _number(doc.get("ece")),
+        " / ".join(_number(doc.get(k), "{:.1f}") for k in ("latency_p50_ms", "latency_p95_ms")),
+        str(doc["decision"]),
+    ]
+
+
+def _estimate(doc: dict[str, Any], name: str, fmt: str) -> str:
+    """An estimate and its interval, e.g. ``12.0% [10.0%, 14.0%]``; empty when unknown."""
+    if doc.get(name) is None:
+        return ""
+    low, high = doc.get(f"{name}_low"), doc.get(f"{name}_high")
+    bounds = "" if low is None or high is None else f" [{_number(low, fmt)}, {_number(high, fmt)}]"
+    return _number(doc[name], fmt) + bounds
+
+
 def _system_view(sink: _SinkReader) -> View:
     """CPU, memory and disk of the machine over time (and the xgbops processes' memory)."""
     view = View(
@@ -532,6 +643,44 @@ def _draw_models(frame: pd.DataFrame, metric: str) -> Callable[[Axes], None]:
         ax.set_ylabel(f"holdout {metric}")
         ax.legend(loc="lower right", fontsize=8)
         _time_axis(ax, ordered["time"])
+
+    return draw
+
+
+def _draw_arms(arms: list[dict[str, Any]]) -> Callable[[Axes], None]:
+    frame = pd.DataFrame(
+        {
+            "time": _times(d["@timestamp"] for d in arms),
+            "rollout": [str(d["rollout_id"]) for d in arms],
+            "arm": [str(d["arm"]) for d in arms],
+            "label": [f"{d['arm']} v{d.get('version')}" for d in arms],
+            "rate": _floats(d.get("error_rate") for d in arms),
+            "low": _floats(d.get("error_rate_low") for d in arms),
+            "high": _floats(d.get("error_rate_high") for d in arms),
+        }
+    ).sort_values("time")
+
+    def draw(ax: Axes) -> None:
+        shown: set[str] = set()  # one legend entry per arm and version, however many rollouts
+        for (_, arm), series in frame.groupby(["rollout", "arm"], sort=False):
+            colour = _ARM_COLOURS.get(str(arm), _GREY)
+            label = str(series["label"].iloc[0])
+            ax.fill_between(
+                series["time"], series["low"], series["high"], color=colour, alpha=0.2, lw=0
+            )
+            ax.plot(
+                series["time"],
+                series["rate"],
+                marker=".",
+                color=colour,
+                label=None if label in shown else label,
+            )
+            shown.add(label)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+        ax.set_ylabel("labelled predictions wrong")
+        ax.legend(title="arm", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _time_axis(ax, frame["time"])
 
     return draw
 
@@ -655,6 +804,11 @@ def _number(value: Any, fmt: str = "{:.4f}") -> str:
     return "" if value is None else fmt.format(float(value))
 
 
+def _minute(timestamp: Any) -> str:
+    """An event time to the minute, e.g. ``2026-12-07 13:00`` (UTC, as stored)."""
+    return str(timestamp)[:16].replace("T", " ")
+
+
 # --- HTML -------------------------------------------------------------------------------------
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2933;
@@ -697,7 +851,7 @@ def render_html(report: Report) -> str:
 <body>
 <header><h1>xgbops monitoring</h1>
 <p>{esc(str(report.project))} · generated {report.generated_at:%Y-%m-%d %H:%M} UTC ·
-predictions, drift and system: {esc(report.span)} ·
+predictions, drift, rollout and system: {esc(report.span)} ·
 the same views as the Kibana dashboards</p><nav>{nav}</nav></header>
 <main>
 {sections}

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from xgbops.config import Settings
+from xgbops.monitoring import MonitoringError
 from xgbops.monitoring.events import (
     METRIC_NAMES,
     Event,
     HoldoutMetrics,
+    RolloutDecisionEvent,
     TrainingRunEvent,
+    rollout_events,
 )
 from xgbops.monitoring.history import read_feedback, read_predictions
 from xgbops.monitoring.sinks import ShipResult, Sink, open_sink
@@ -255,3 +259,39 @@ def ship_training(
         return sync_mlflow(settings, sink, tracker, run_ids)
     finally:
         sink.close()
+
+
+def ship_rollout(
+    settings: Settings, report: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]] = ()
+) -> int:
+    """Ship a rollout comparison report (one document per arm) and decisions to the configured
+    sink. Called by the rollout each time it compares the arms or decides.
+
+    The documents' ids derive from the report's time and the decisions' own fields, so a report
+    or decision shipped again is counted as already shipped, never stored twice.
+
+    Args:
+        settings: the sink (``monitoring.sink``) and where it lives; its model is the report's
+            when the report does not name one (the comparison only knows the arms' versions).
+        report: the live comparison (the dict :mod:`xgbops.rollout` builds).
+        decisions: decision dicts (start, mode, promote, rollback, guard_stop).
+
+    Returns:
+        How many documents are new in the sink (0 when all of them were shipped before).
+
+    Raises:
+        KeyError: the report has no ``state``, ``arms`` (or one of them) or ``verdict``.
+        pydantic.ValidationError: a value of the report or a decision is missing or wrong.
+        MonitoringError: the sink is misconfigured, failed as a whole, or refused a document.
+    """
+    events: list[Event] = [*rollout_events({"model_name": settings.model_name, **report})]
+    events += [RolloutDecisionEvent.from_decision(decision) for decision in decisions]
+    sink = open_sink(settings)
+    try:
+        result = sink.ship(events)
+    finally:
+        sink.close()
+    if result.failed:
+        refused = "; ".join(str(error) for error in result.errors)
+        raise MonitoringError(f"{result.summary()}: {refused}")
+    return result.created
