@@ -294,9 +294,10 @@ notify: install-runtime ## Email + desktop notification of a pipeline result (NO
 monitor-setup: install-runtime ## Install the Elasticsearch index templates and ILM policy (idempotent)
 	$(BIN)/xgbops monitor setup
 
-monitor-sync: install-runtime ## Ship every MLflow run, the prediction history and its feedback to the monitoring sink
+monitor-sync: install-runtime ## Ship every MLflow run, the prediction history and its feedback, and a running rollout's comparison, to the monitoring sink
 	$(BIN)/xgbops monitor sync-mlflow
 	$(BIN)/xgbops monitor predictions
+	$(BIN)/xgbops rollout status --ship > /dev/null
 
 monitor-system: install-runtime ## One CPU/RAM/disk sample of the machine to the monitoring sink
 	$(BIN)/xgbops monitor system --count 1

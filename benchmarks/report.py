@@ -34,6 +34,11 @@ PROBABILITY_TOLERANCE = 1e-6
 GOAL_C8_RPS_SHARE = 0.5
 GOAL_C1_P50_FACTOR = 2.0
 GOAL_BATCH_ROWS_PER_S = 150_000.0
+#: Goals (issue 14): the Flask app with a challenger shadowing every request against the same
+#: app without, in the same interleaved run: c8 req/s at least, c1 p50 at most.
+SHADOW = "flask-shadow"
+GOAL_SHADOW_C8_SHARE = 0.7
+GOAL_SHADOW_C1_P50_FACTOR = 1.3
 
 
 def hello_of(name: str) -> str:
@@ -90,6 +95,8 @@ class ServerResult:  # pylint: disable=too-many-instance-attributes  # one per m
     background_cpu_pct: float | None = None
     #: c1 requests/s with recording over without, in the same interleaved run (flask only).
     recording_ratio: float | None = None
+    #: Rows per rollout arm in the history (the shadow server: both arms recorded).
+    arm_rows: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -274,7 +281,40 @@ def evaluate_goals(results: Mapping[str, ServerResult]) -> list[Goal]:
                 unit="rows/s",
             ),
         ]
-    return goals
+    return goals + _shadow_goals(results)
+
+
+def _shadow_goals(results: Mapping[str, ServerResult]) -> list[Goal]:
+    """Shadow scoring must not slow the champion's path (the Flask app is the reference)."""
+    shadow, plain = results.get(SHADOW), results.get("flask")
+    if shadow is None:
+        return []
+    rps, plain_rps = _rps(shadow, "c8"), _rps(plain, "c8")
+    p50, plain_p50 = _p50(shadow, "c1"), _p50(plain, "c1")
+    return [
+        Goal(
+            SHADOW,
+            "/predict c8 req/s with shadow on vs flask (shadow off) c8",
+            _ratio(rps, plain_rps),
+            GOAL_SHADOW_C8_SHARE,
+            True,
+            key="c8_rps_vs_shadow_off",
+            measured=rps,
+            reference=plain_rps,
+            unit="req/s",
+        ),
+        Goal(
+            SHADOW,
+            "/predict c1 p50 with shadow on vs flask (shadow off) c1 p50",
+            _ratio(p50, plain_p50),
+            GOAL_SHADOW_C1_P50_FACTOR,
+            False,
+            key="c1_p50_vs_shadow_off",
+            measured=p50,
+            reference=plain_p50,
+            unit="ms",
+        ),
+    ]
 
 
 def judge(outcome: Outcome) -> None:
@@ -387,6 +427,9 @@ def print_details(outcome: Outcome) -> None:
                 f"{name} not counted: {_processes(res.rss.others)};"
                 f" whole tree {res.rss.tree_total_mb:.1f} MB RSS"
             )
+        if res.arm_rows:
+            arms = ", ".join(f"{arm} {rows:,}" for arm, rows in sorted(res.arm_rows.items()))
+            print(f"{name} prediction history by arm: {arms}")
         if res.history_rows is not None:
             print(
                 f"{name} prediction history: {res.history_rows:,} rows recorded,"

@@ -8,8 +8,8 @@ Run from the repository root (``make bench``)::
 One run makes sure a champion is exported, then starts, one after the other, on free ports and
 with the same number of workers: a Flask hello-world and a FastAPI hello-world under the
 project's own gunicorn and uvicorn invocations (:mod:`benchmarks.hello`), the Flask app with and
-without prediction recording, the FastAPI app (both recording into their own database) and
-``mlflow models serve`` of the same champion. Each start is timed (process start to the first
+without prediction recording and with a challenger shadowing every request, the FastAPI app
+(each recording into its own database) and ``mlflow models serve`` of the same champion. Each start is timed (process start to the first
 200 on its predict endpoint with the real payload, ``--cold-starts`` times, the last start
 stays up), its answer checked and it is warmed up at 8 connections.
 
@@ -57,8 +57,10 @@ from typing import Any
 import httpx
 import psutil
 
+from xgbops.champion import CHALLENGER_ALIAS, POINTER_FILE, write_pointer
 from xgbops.config import Settings, load_settings
 from xgbops.predict import Predictor
+from xgbops.rollout.state import new_rollout, write_state
 
 from benchmarks import hello
 from benchmarks.load import (
@@ -74,6 +76,7 @@ from benchmarks.load import (
 )
 from benchmarks.report import (
     OURS,
+    SHADOW,
     Outcome,
     RssReport,
     ServerResult,
@@ -95,6 +98,7 @@ ALL_SERVERS = (
     hello_of("flask"),
     "flask",
     "flask-unrecorded",
+    SHADOW,
     hello_of("fastapi"),
     "fastapi",
     "mlflow",
@@ -279,8 +283,23 @@ def app_state_dir(settings: Settings, root: Path, name: str) -> Path:
     """
     state = root / f"{name}-state"
     state.mkdir(parents=True)
-    (state / "serving").symlink_to(settings.state_path / "serving", target_is_directory=True)
+    if name == SHADOW:
+        shadow_serving(settings.serving_path, state / "serving" / settings.model_name)
+    else:
+        (state / "serving").symlink_to(settings.state_path / "serving", target_is_directory=True)
     return state
+
+
+def shadow_serving(champion: Path, serving: Path) -> None:
+    """A serving folder where the champion's booster also shadows every request as challenger:
+    a copy of the champion's, plus ``challenger.json`` and a shadow rollout at 100 %. The same
+    booster makes the shadow cost exactly one more scoring and one more history row."""
+    shutil.copytree(champion, serving, symlinks=False)
+    pointer = json.loads((serving / POINTER_FILE).read_text(encoding="utf-8"))
+    challenger = {**pointer, "alias": CHALLENGER_ALIAS, "version": f"{pointer['version']}-shadow"}
+    write_pointer(serving, challenger, CHALLENGER_ALIAS)
+    rollout = new_rollout("shadow", 100, str(pointer["version"]), challenger["version"])
+    write_state(serving, rollout)
 
 
 def app_spec(
@@ -504,6 +523,18 @@ def measure_rss(root_pid: int) -> RssReport:
         tree_total_mb=round(sum(w.rss_mb for w in workers + others), 1),
         others=others,
     )
+
+
+def arm_rows(database_url: str) -> dict[str, int]:
+    """Rows per rollout arm in a SQLite prediction history (empty when unreadable)."""
+    if not database_url.startswith("sqlite:///"):
+        return {}
+    try:
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+            rows = connection.execute("SELECT arm, count(*) FROM predictions GROUP BY arm")
+            return {str(arm): int(count) for arm, count in rows}
+    except sqlite3.Error:
+        return {}
 
 
 def history_rows(database_url: str) -> int | None:
@@ -746,6 +777,8 @@ def measure(
         if server.spec.name in OURS:
             server.result.history_rows = history_rows(server.spec.env["DATABASE_URL"])
             server.result.history_expected_min = server.answered
+        if server.spec.name == SHADOW:
+            server.result.arm_rows = arm_rows(server.spec.env["DATABASE_URL"])
     return results, failed
 
 

@@ -25,7 +25,15 @@ import pytest
 
 from benchmarks import serving
 from benchmarks.load import merge_runs, parse_wrk, percentile_ms, run_wrk, write_lua
-from benchmarks.report import GOAL_BATCH_ROWS_PER_S, GOAL_C1_P50_FACTOR, GOAL_C8_RPS_SHARE, OURS
+from benchmarks.report import (
+    GOAL_BATCH_ROWS_PER_S,
+    GOAL_C1_P50_FACTOR,
+    GOAL_C8_RPS_SHARE,
+    GOAL_SHADOW_C1_P50_FACTOR,
+    GOAL_SHADOW_C8_SHARE,
+    OURS,
+    SHADOW,
+)
 
 from tests.conftest import REPO
 
@@ -178,11 +186,14 @@ def test_our_apps_record_and_score_batches(bench):
     assert set(report["probabilities"]) == {
         "flask",
         "flask-unrecorded",
+        SHADOW,
         "fastapi",
         "mlflow",
         "in-process",
     }
     assert report["probability_max_abs_diff"] <= 1e-6
+    arms = report["servers"][SHADOW]["arm_rows"]  # both arms recorded (a full queue may drop)
+    assert arms["champion"] > 0 and 0.9 * arms["champion"] <= arms["challenger"] <= arms["champion"]
 
 
 @pytest.mark.slow
@@ -192,7 +203,7 @@ def test_each_goal_is_the_ratio_of_the_numbers_it_names(bench):
     report = bench["report"]
     servers = report["servers"]
     goals = {(g["server"], g["key"]): g for g in report["goals"]}
-    assert len(goals) == len(report["goals"]) == 3 * len(OURS)
+    assert len(goals) == len(report["goals"]) == 3 * len(OURS) + 2
     for name in OURS:
         hello = servers[f"hello-{name}"]["loads"]
         loads = servers[name]["loads"]
@@ -212,6 +223,26 @@ def test_each_goal_is_the_ratio_of_the_numbers_it_names(bench):
         batch = goals[(name, "batch_rows_per_s_per_worker")]
         assert batch["value"] == batch["measured"] == servers[name]["batch"]["rows_per_s"]
         assert batch["reference"] is None and batch["threshold"] == GOAL_BATCH_ROWS_PER_S
+    shadow, plain = servers[SHADOW]["loads"], servers["flask"]["loads"]
+    for key, (measured, reference, threshold) in {
+        "c8_rps_vs_shadow_off": (
+            shadow["c8"]["requests_per_s"],
+            plain["c8"]["requests_per_s"],
+            GOAL_SHADOW_C8_SHARE,
+        ),
+        "c1_p50_vs_shadow_off": (
+            shadow["c1"]["p50_ms"],
+            plain["c1"]["p50_ms"],
+            GOAL_SHADOW_C1_P50_FACTOR,
+        ),
+    }.items():
+        goal = goals[(SHADOW, key)]
+        assert (goal["measured"], goal["reference"], goal["threshold"]) == (
+            measured,
+            reference,
+            threshold,
+        )
+        assert goal["value"] == pytest.approx(measured / reference, rel=1e-9)
     for goal in report["goals"]:
         beats = goal["value"] >= goal["threshold"]
         met = beats if goal["higher_is_better"] else goal["value"] <= goal["threshold"]

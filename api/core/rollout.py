@@ -36,11 +36,9 @@ from api.core.errors import ModelNotReady
 
 log = structlog.get_logger(__name__)
 
-#: Scores the challenger's shadow of one request: (challenger, records, columns, champion ids,
-#: request id). The service's own scoring, so a shadow is recorded exactly as an answer is.
-ShadowScore = Callable[
-    [LoadedModel, list[dict[str, Any]], dict[str, list[Any]] | None, list[str], str], None
-]
+#: Scores and records the challenger's shadows of some requests (the service's own scoring,
+#: so a shadow is recorded exactly as an answer is).
+ShadowScore = Callable[[LoadedModel, list["Shadow"]], None]
 
 
 @dataclass(frozen=True)
@@ -176,18 +174,35 @@ class RolloutRouter:
         metrics.observe_challenger_failure("answer")
 
 
+@dataclass(frozen=True)
+class Shadow:
+    """One request the challenger shadows: its records and the champion's prediction ids."""
+
+    records: list[dict[str, Any]]
+    champion_ids: list[str]
+    request_id: str
+
+
 class ShadowScorer:
-    """A thread scoring the challenger's shadows from a bounded queue.
+    """A thread scoring the challenger's shadows from a bounded queue, many requests at once.
 
     The champion's answer never waits for it: a request only puts its records on the queue
     (a few microseconds), and when the queue is full the shadow is dropped and counted
-    (``xgbops_rollout_shadow_dropped_total``), so an overloaded challenger costs samples, never
-    latency. XGBoost releases the GIL while it predicts, so the thread scores while requests run.
+    (``xgbops_rollout_challenger_failures_total{stage="dropped"}``), so an overloaded challenger
+    costs samples, never latency. The thread lingers a few milliseconds after the first shadow
+    and scores everything that arrived meanwhile in one call: per-call overhead (featurising,
+    the booster's setup) is most of a single record's cost, and the time it holds the GIL is
+    time a request waits.
     """
+
+    #: Seconds the thread gathers shadows before scoring them together.
+    LINGER_S = 0.005
+    #: Most requests scored in one call.
+    MAX_BATCH = 256
 
     def __init__(self, score: ShadowScore, capacity: int) -> None:
         self._score = score
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[tuple[LoadedModel, Shadow] | None] = queue.Queue(capacity)
         self._thread: threading.Thread | None = None
         self.failures = 0
         self.scored = 0
@@ -197,19 +212,12 @@ class ShadowScorer:
         self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
         self._thread.start()
 
-    def submit(
-        self,
-        challenger: LoadedModel,
-        records: list[dict[str, Any]],
-        columns: dict[str, list[Any]] | None,
-        champion_ids: list[str],
-        request_id: str,
-    ) -> bool:
+    def submit(self, challenger: LoadedModel, shadow: Shadow) -> bool:
         """Queue a shadow; False (and counted) when the queue is full."""
         try:
-            self._queue.put_nowait((challenger, records, columns, champion_ids, request_id))
+            self._queue.put_nowait((challenger, shadow))
         except queue.Full:
-            metrics.observe_shadow_dropped(len(records))
+            metrics.observe_shadow_dropped(len(shadow.records))
             return False
         return True
 
@@ -221,7 +229,7 @@ class ShadowScorer:
         return not self._queue.unfinished_tasks
 
     def close(self) -> None:
-        """Stop after the shadow being scored."""
+        """Stop after the shadows being scored."""
         if self._thread is not None:
             try:
                 self._queue.put_nowait(None)
@@ -230,15 +238,41 @@ class ShadowScorer:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        running = True
+        while running:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            time.sleep(self.LINGER_S)
+            taken: list[tuple[LoadedModel, Shadow]] = [first]
+            while len(taken) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.task_done()
+                    running = False
+                    break
+                taken.append(item)
             try:
-                self._score(*item)
-                self.scored += 1
+                self._score_all(taken)
+            finally:
+                for _ in taken:
+                    self._queue.task_done()
+
+    def _score_all(self, taken: list[tuple[LoadedModel, Shadow]]) -> None:
+        """One scoring per challenger among ``taken`` (one, unless it changed meanwhile)."""
+        by_model: dict[int, tuple[LoadedModel, list[Shadow]]] = {}
+        for challenger, shadow in taken:
+            by_model.setdefault(id(challenger), (challenger, []))[1].append(shadow)
+        for challenger, shadows in by_model.values():
+            try:
+                self._score(challenger, shadows)
+                self.scored += len(shadows)
             except Exception as exc:  # pylint: disable=broad-exception-caught
                 # A challenger that raises must not kill the thread: count it for the guard.
-                self.failures += 1
+                self.failures += len(shadows)
                 metrics.observe_challenger_failure("shadow")
                 log.warning("rollout.shadow_failed", error=repr(exc))
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()

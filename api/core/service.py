@@ -50,7 +50,7 @@ from api.core.history import (
 )
 from api.core.query import parse_history_query
 from api.core.retrain import RetrainJobs
-from api.core.rollout import RolloutRouter
+from api.core.rollout import RolloutRouter, Shadow
 from api.core.rollout_guard import RolloutGuard
 from api.core.schema import UNKNOWN, RecordSpec
 
@@ -200,28 +200,39 @@ class PredictionService:
         results = self._score(champion, records, request_id, time.perf_counter(), columns)
         if route.shadow and route.challenger is not None:
             ids = [result["prediction_id"] for result in results]
-            self.rollout.shadows.submit(route.challenger, records, columns, ids, request_id)
+            self.rollout.shadows.submit(route.challenger, Shadow(records, ids, request_id))
         return champion, CHAMPION, results
 
-    def _shadow(
-        self,
-        challenger: LoadedModel,
-        records: list[dict[str, Any]],
-        columns: dict[str, list[Any]] | None,
-        champion_ids: list[str],
-        request_id: str,
-    ) -> None:
-        """Score and record the challenger's shadow of a request the champion answered."""
+    def _shadow(self, challenger: LoadedModel, shadows: list[Shadow]) -> None:
+        """Score the challenger's shadows of several requests in one call, and record each
+        request's as its own batch (its request id; ``shadow_of`` its champion predictions)."""
+        records = [record for shadow in shadows for record in shadow.records]
         started = time.perf_counter()
-        self._score(
-            challenger,
-            records,
-            request_id,
-            started,
-            columns,
-            arm=CHALLENGER,
-            shadow_of=champion_ids,
-        )
+        scores = challenger.predictor.predict_proba(records)
+        latency_ms = (time.perf_counter() - started) * 1000 / len(records)
+        labels = _labels(challenger, scores)
+        metrics.observe_predictions(labels, challenger.version, scores, CHALLENGER)
+        if not self.settings.serve.record_predictions:
+            return
+        probabilities, created_at, offset = scores.tolist(), datetime.now(UTC), 0
+        for shadow in shadows:
+            end = offset + len(shadow.records)
+            self.writer.record_batch(
+                PredictionBatch(
+                    ids=_new_ids(len(shadow.records)),
+                    created_at=created_at,
+                    model_name=challenger.name,
+                    model_version=challenger.version,
+                    inputs=shadow.records,
+                    probabilities=probabilities[offset:end],
+                    labels=labels[offset:end],
+                    latency_ms=latency_ms,
+                    request_id=shadow.request_id,
+                    arm=CHALLENGER,
+                    shadow_of=shadow.champion_ids,
+                )
+            )
+            offset = end
 
     def feedback(self, body: Any, request_id: str) -> dict[str, Any]:
         """Store the true label of a served prediction (``POST /feedback``; see
@@ -279,22 +290,17 @@ class PredictionService:
         columns: dict[str, list[Any]] | None = None,
         *,
         arm: str = CHAMPION,
-        shadow_of: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         if columns is not None:
             scores = loaded.predictor.predict_proba_columns(columns)
         else:
             scores = loaded.predictor.predict_proba(records)
         probabilities = scores.tolist()
-        model = loaded.predictor.model
         latency_ms = (time.perf_counter() - started) * 1000 / len(records)
         # Per-record work is kept to list comprehensions: a 10,000-record batch runs these
         # lines 10,000 times, and every microsecond there is 1 % of the batch's time.
-        positive, negative = model.positive_label, model.negative_label
-        labels = [positive if p else negative for p in (scores >= model.threshold).tolist()]
-        # One random draw for all ids (uuid4-strength), not one uuid4() call per record.
-        entropy = os.urandom(16 * len(records)).hex()
-        ids = [entropy[start : start + 32] for start in range(0, 32 * len(records), 32)]
+        labels = _labels(loaded, scores)
+        ids = _new_ids(len(records))
         if self.settings.serve.record_predictions:
             self.writer.record_batch(
                 PredictionBatch(
@@ -308,7 +314,6 @@ class PredictionService:
                     latency_ms=latency_ms,
                     request_id=request_id,
                     arm=arm,
-                    shadow_of=shadow_of,
                 )
             )
         results = [
@@ -495,6 +500,20 @@ def new_request_id(header: str | None) -> str:
     if header and 0 < len(header) <= 128 and header.isprintable():
         return header
     return uuid.uuid4().hex
+
+
+def _labels(loaded: LoadedModel, scores: Any) -> list[str]:
+    """The served label of each score (the model's own threshold and labels)."""
+    model = loaded.predictor.model
+    positive, negative = model.positive_label, model.negative_label
+    return [positive if p else negative for p in (scores >= model.threshold).tolist()]
+
+
+def _new_ids(count: int) -> list[str]:
+    """``count`` prediction ids: one random draw for all (uuid4-strength), not one uuid4() call
+    per record."""
+    entropy = os.urandom(16 * count).hex()
+    return [entropy[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 def _answered_by(loaded: LoadedModel, arm: str) -> dict[str, Any]:
