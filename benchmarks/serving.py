@@ -9,9 +9,10 @@ One run makes sure a champion is exported, then starts, one after the other, on 
 with the same number of workers: a Flask hello-world and a FastAPI hello-world under the
 project's own gunicorn and uvicorn invocations (:mod:`benchmarks.hello`), the Flask app with and
 without prediction recording and with a challenger shadowing every request, the FastAPI app
-(each recording into its own database) and ``mlflow models serve`` of the same champion. Each start is timed (process start to the first
-200 on its predict endpoint with the real payload, ``--cold-starts`` times, the last start
-stays up), its answer checked and it is warmed up at 8 connections.
+(each recording into its own database) and ``mlflow models serve`` of the same champion. Each
+start is timed (process start to the first 200 on its predict endpoint with the real payload,
+``--cold-starts`` times, the last start stays up), its answer checked and it is warmed up at 8
+connections.
 
 The machine's speed drifts by tens of percent within minutes, so the loads take turns: at 1 and
 then at 8 connections, ``wrk`` drives each server for one second, one after the other, in
