@@ -804,7 +804,10 @@ def _said(state: Any) -> None:
 @rollout_app.command("start")
 def rollout_start(
     ctx: typer.Context,
-    version: Annotated[str, typer.Argument(help="The registered version to put on trial.")],
+    version: Annotated[
+        Optional[str],
+        typer.Argument(help="The version to put on trial (default: the challenger alias)."),
+    ] = None,
     mode: Annotated[
         Optional[str], typer.Option(help="shadow, canary or ab (default: rollout.mode).")
     ] = None,

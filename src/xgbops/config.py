@@ -214,6 +214,10 @@ class Promotion(_Strict):
     #: How much a challenger must beat the champion and every baseline by, in units of
     #: ``metric`` (0: any strict improvement; a tie never wins).
     margin: float = Field(default=0.0, ge=0.0)
+    #: A version that beats every baseline but not the champion, by at most this much less
+    #: than the champion's ``metric``, takes the ``challenger`` alias: good enough to meet
+    #: live traffic (``xgbops rollout start``), which may judge it otherwise. Unset: never.
+    challenger_within: float | None = Field(default=0.02, ge=0.0)
 
     @field_validator("metric")
     @classmethod

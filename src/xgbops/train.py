@@ -24,8 +24,9 @@ from xgbops import baselines, evaluate
 from xgbops.config import DatasetConfig, Promotion, Settings
 from xgbops.data import Splits, labels, load_dataset, load_splits, split_dataset, write_report
 from xgbops.model import Featurizer, Model, ModelFormatError
-from xgbops.champion import CHAMPION_ALIAS
+from xgbops.champion import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from xgbops.dataversion import DATA_VERSION_TAG, version_tags
+from xgbops.rollout.state import read_state
 from xgbops.fitting import FitResult, RoundCallback, features_of, fit_model, training_params
 from xgbops.tracking import Tracker, git_commit
 
@@ -47,6 +48,9 @@ class PromotionDecision:
     baselines: dict[str, float] = field(default_factory=dict)
     #: How much the challenger had to beat the champion and every baseline by.
     margin: float = 0.0
+    #: Not promoted, yet close enough to try on live traffic: it took the ``challenger``
+    #: alias (see ``promotion.challenger_within`` and docs/guide/rollout.md).
+    challenger_alias: bool = False
 
     def summary(self) -> str:
         """One line for people: the decision and the scores that decided it."""
@@ -57,6 +61,8 @@ class PromotionDecision:
         )
         others = "".join(f", {name} baseline {v:.4f}" for name, v in self.baselines.items())
         verdict = "PROMOTED" if self.promoted else "kept champion"
+        if self.challenger_alias:
+            verdict += " (the candidate is now challenger: try it with `xgbops rollout start`)"
         return (
             f"{verdict}: challenger v{self.challenger_version} "
             f"{self.metric}={self.challenger_score:.4f} vs {champion}{others} ({self.reason})"
@@ -395,9 +401,27 @@ def promote_version(
     if decision.promoted:
         tracker.set_champion(name, challenger.version)
         tracker.export_champion(name, settings.serving_path)
+    elif (
+        _worth_a_trial(decision, config.promotion) and not read_state(settings.serving_path).active
+    ):
+        tracker.set_alias(name, CHALLENGER_ALIAS, challenger.version)
+        decision.challenger_alias = True
     _record_decision(tracker, challenger.run_id, name, decision)
     log.info("promotion.decided", **asdict(decision))
     return decision
+
+
+def _worth_a_trial(decision: PromotionDecision, promotion: Promotion) -> bool:
+    """Beats every baseline and comes within ``challenger_within`` of the champion (a version
+    on trial already is never replaced: the caller checks no rollout runs)."""
+    within, score = promotion.challenger_within, decision.champion_score
+    if within is None or score is None or decision.champion_version == decision.challenger_version:
+        return False
+    higher = promotion.greater_is_better
+    if baselines.losing_to(decision.challenger_score, decision.baselines, higher, promotion.margin):
+        return False
+    gap = score - decision.challenger_score if higher else decision.challenger_score - score
+    return gap <= within
 
 
 def _verdict(decision: PromotionDecision, promotion: Promotion, force: bool) -> tuple[bool, str]:
@@ -452,6 +476,7 @@ def _record_decision(tracker: Tracker, run_id: str, name: str, decision: Promoti
         "promotion.reason": decision.reason,
         "promotion.metric": decision.metric,
         "promotion.previous_champion": decision.champion_version or "",
+        "promotion.challenger": str(decision.challenger_alias).lower(),
     }
     tracker.set_tags(run_id, tags)
     tracker.tag_version(name, decision.challenger_version, tags)

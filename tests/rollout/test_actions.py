@@ -13,6 +13,7 @@ from xgbops.champion import read_pointer
 from xgbops.rollout.actions import RolloutError, Rollouts
 from xgbops.rollout.decisions import decisions_of
 from xgbops.rollout.state import read_state
+from xgbops.train import promote_version
 
 
 @pytest.fixture
@@ -88,5 +89,29 @@ def test_the_champion_cannot_challenge_itself_and_off_is_not_a_start(settings):
         stopped = rollouts.rollback()
         assert stopped.ended_by == "rollback" and not stopped.active
         assert "challenger" not in _aliases(settings)
+    finally:
+        rollouts.close()
+
+
+def test_training_leaves_a_close_candidate_as_challenger_unless_a_trial_runs(rollout_project):
+    def promote(within):
+        settings = project_settings(
+            rollout_project, train={"promotion": {"challenger_within": within}}
+        )
+        return settings, promote_version(settings, "2", baseline_metrics={})
+
+    settings, far = promote(0.0)  # v2 (2 rounds of depth 1) is not within 0 of v1
+    assert not far.promoted and not far.challenger_alias
+    assert "challenger" not in _aliases(settings)
+    settings, close = promote(1.0)
+    assert not close.promoted and close.challenger_alias
+    assert _aliases(settings)["challenger"] == "2"
+    assert "now challenger" in close.summary()
+    rollouts = Rollouts(settings)
+    try:
+        state = rollouts.start(mode="shadow", share=100)  # no version: the challenger alias
+        assert state.challenger_version == "2"
+        _, again = promote(1.0)
+        assert not again.challenger_alias  # a version on trial is never replaced by training
     finally:
         rollouts.close()

@@ -60,9 +60,14 @@ class Rollouts:
         return current_state(self.settings)
 
     def start(
-        self, version: str, mode: str | None = None, share: float | None = None, actor: str = "cli"
+        self,
+        version: str | None = None,
+        mode: str | None = None,
+        share: float | None = None,
+        actor: str = "cli",
     ) -> RolloutState:
-        """Give ``version`` the ``challenger`` alias and put it on live traffic.
+        """Give ``version`` the ``challenger`` alias and put it on live traffic (without a
+        version: the one training left as ``challenger``).
 
         Raises:
             RolloutError: the version is the champion, there is no champion, or a rollout runs.
@@ -80,6 +85,11 @@ class Rollouts:
                 f"v{current.challenger_version} is on trial already: "
                 "promote it or roll it back first"
             )
+        if version is None:
+            aliased = self.tracker.aliased(self.name, CHALLENGER_ALIAS)
+            if aliased is None:
+                raise RolloutError("no challenger alias: name the version to try")
+            version = aliased.version
         challenger = self.tracker.version(self.name, version=version)
         champion = self.tracker.champion(self.name)
         if champion is None:
