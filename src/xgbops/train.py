@@ -414,14 +414,15 @@ def promote_version(
 def _worth_a_trial(decision: PromotionDecision, promotion: Promotion) -> bool:
     """Beats every baseline and comes within ``challenger_within`` of the champion (a version
     on trial already is never replaced: the caller checks no rollout runs)."""
-    within, score = promotion.challenger_within, decision.champion_score
-    if within is None or score is None or decision.champion_version == decision.challenger_version:
+    within, champion = promotion.challenger_within, decision.champion_score
+    if within is None or champion is None:
         return False
-    higher = promotion.greater_is_better
-    if baselines.losing_to(decision.challenger_score, decision.baselines, higher, promotion.margin):
+    if decision.champion_version == decision.challenger_version:
         return False
-    gap = score - decision.challenger_score if higher else decision.challenger_score - score
-    return gap <= within
+    higher, candidate = promotion.greater_is_better, decision.challenger_score
+    if baselines.losing_to(candidate, decision.baselines, higher, promotion.margin):
+        return False
+    return (champion - candidate if higher else candidate - champion) <= within
 
 
 def _verdict(decision: PromotionDecision, promotion: Promotion, force: bool) -> tuple[bool, str]:
