@@ -31,6 +31,7 @@ from xgbops.rollout.stats import (
     two_proportion_test,
     wilson_interval,
 )
+from xgbops.rollout.stats import _midranks  # pylint: disable=wrong-import-position  # checked
 
 #: Two-sided 95% standard normal quantile.
 Z95 = 1.959963984540054
@@ -505,6 +506,13 @@ def test_calibration_error_of_calibrated_and_shifted_probabilities():
 # --- agreement, distributions ------------------------------------------------------------------
 
 
+def test_midranks_are_scipys_average_ranks():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 20, size=500).astype(float)  # many ties
+    assert np.array_equal(_midranks(values), stats.rankdata(values))
+    assert list(_midranks(np.array([3.0, 1.0, 3.0, 2.0]))) == [3.5, 1.0, 3.5, 2.0]
+
+
 def test_agreement_rate():
     """3 of 4 paired labels agree: the Wilson interval of 3/4; works on arrays too."""
     result = agreement_rate(["churn", "stay", "churn", "stay"], ["churn", "stay", "stay", "stay"])
@@ -517,8 +525,8 @@ def test_agreement_rate():
 
 
 def test_score_shift():
-    """Same distribution: no evidence; shifted by 0.5: KS flags it, the mean difference and
-    its Welch interval match scipy's Welch t-test."""
+    """Same distribution: no evidence; shifted by 0.5: KS flags it; statistic and asymptotic
+    p-value are scipy's, the mean difference's interval within 1 % of Welch's t interval."""
     rng = np.random.default_rng(29)
     scores_a = rng.normal(size=400)
     same = score_shift(scores_a, rng.normal(size=400))
@@ -527,9 +535,18 @@ def test_score_shift():
     shifted = score_shift(scores_a, scores_b)
     assert shifted.statistic == pytest.approx(stats.ks_2samp(scores_a, scores_b).statistic)
     assert shifted.p_value < 1e-6 and shifted.p_worse == shifted.p_value
+    for size_b, loc in ((400, 0.0), (300, 0.15), (50, 0.3)):  # p-values near 0.05 and above
+        other = rng.normal(loc=loc, size=size_b)
+        ours = score_shift(scores_a, other)
+        theirs = stats.ks_2samp(scores_a, other, method="asymp")
+        assert ours.statistic == pytest.approx(theirs.statistic)
+        scale = math.sqrt(400 * size_b / (400 + size_b))  # Kolmogorov's limiting distribution
+        limit = stats.kstwobign.sf(theirs.statistic * scale)
+        assert ours.p_value == pytest.approx(limit, rel=1e-9, abs=1e-12)
+        assert ours.p_value == pytest.approx(theirs.pvalue, rel=0.1)  # scipy's finite-n one
     assert shifted.difference == pytest.approx(scores_b.mean() - scores_a.mean())
     welch = stats.ttest_ind(scores_b, scores_a, equal_var=False).confidence_interval(0.95)
-    assert (shifted.low, shifted.high) == pytest.approx((welch.low, welch.high))
+    assert (shifted.low, shifted.high) == pytest.approx((welch.low, welch.high), rel=0.01)
     empty = score_shift([], [0.1])
     assert math.isnan(empty.p_value) and "arm A" in empty.method
     single = score_shift([0.5], [0.1, 0.2])  # KS runs, a variance needs 2 values per arm
