@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, and_, select
-from sqlalchemy.orm import aliased
 
 from xgbops.config import RolloutSettings
 from xgbops.rollout import stats
@@ -123,7 +122,7 @@ def _served(engine: Engine, arm: str, version: str | None, since: datetime) -> A
 
 def _paired(engine: Engine, state: RolloutState, since: datetime, positive: str) -> LiveData:
     """Shadow pairs: each challenger shadow joined to the champion prediction it shadowed."""
-    shadow = aliased(predictions)
+    shadow = predictions.alias("shadow")  # Core's alias: the serving image loads no ORM
     query = (
         select(
             predictions.c.probability,
