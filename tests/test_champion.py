@@ -31,6 +31,8 @@ from xgbops.champion import (
     redact_uri,
     sync_from_registry,
 )
+from xgbops.rollout.actions import Rollouts
+from xgbops.rollout.state import read_state
 from xgbops.tracking import Tracker
 from xgbops.train import promote_version, train
 
@@ -238,3 +240,28 @@ def test_uris_lose_their_credentials_and_requests_carry_mlflows(monkeypatch):
     assert _auth_headers() == {"Authorization": "Basic YWxpY2U6czNjcmV0"}
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok")
     assert _auth_headers() == {"Authorization": "Bearer tok"}
+
+
+def test_the_follower_carries_the_rollout_state_and_the_challenger(
+    registry, registry_settings, tmp_path
+):
+    champion = Tracker(registry_settings).champion(MODEL)
+    assert champion is not None
+    other = "2" if champion.version == "1" else "1"
+    rollouts = Rollouts(registry_settings)
+    follower = RegistryFollower(RegistryClient(registry.url), MODEL, tmp_path, interval=60)
+    try:
+        started = rollouts.start(other, "shadow", 100)  # writes the registry's rollout.state
+        follower.sync_once()  # a replica that never saw the command
+        assert read_state(tmp_path) == started
+        assert read_pointer(tmp_path, "challenger")["version"] == other
+        assert read_pointer(tmp_path)["version"] == champion.version
+        changed = rollouts.change("canary", 20)
+        follower.sync_once()
+        assert read_state(tmp_path) == changed and changed.share == 20
+        rollouts.rollback()
+        follower.sync_once()
+        assert read_state(tmp_path).ended_by == "rollback"
+        assert not (tmp_path / "challenger.json").exists()  # the alias is gone: so is the file
+    finally:
+        rollouts.close()
