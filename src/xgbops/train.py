@@ -61,11 +61,12 @@ class PromotionDecision:
         )
         others = "".join(f", {name} baseline {v:.4f}" for name, v in self.baselines.items())
         verdict = "PROMOTED" if self.promoted else "kept champion"
-        if self.challenger_alias:
-            verdict += " (the candidate is now challenger: try it with `xgbops rollout start`)"
+        trial = (
+            "; now the challenger alias: `xgbops rollout start`" if self.challenger_alias else ""
+        )
         return (
             f"{verdict}: challenger v{self.challenger_version} "
-            f"{self.metric}={self.challenger_score:.4f} vs {champion}{others} ({self.reason})"
+            f"{self.metric}={self.challenger_score:.4f} vs {champion}{others} ({self.reason}){trial}"
         )
 
 

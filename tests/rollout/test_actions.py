@@ -106,7 +106,7 @@ def test_training_leaves_a_close_candidate_as_challenger_unless_a_trial_runs(rol
     settings, close = promote(1.0)
     assert not close.promoted and close.challenger_alias
     assert _aliases(settings)["challenger"] == "2"
-    assert "now challenger" in close.summary()
+    assert close.summary().endswith("now the challenger alias: `xgbops rollout start`")
     rollouts = Rollouts(settings)
     try:
         state = rollouts.start(mode="shadow", share=100)  # no version: the challenger alias
