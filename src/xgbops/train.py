@@ -66,7 +66,8 @@ class PromotionDecision:
         )
         return (
             f"{verdict}: challenger v{self.challenger_version} "
-            f"{self.metric}={self.challenger_score:.4f} vs {champion}{others} ({self.reason}){trial}"
+            f"{self.metric}={self.challenger_score:.4f} vs {champion}{others} "
+            f"({self.reason}){trial}"
         )
 
 
