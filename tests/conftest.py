@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import structlog
+from filelock import FileLock
 
 from xgbops.config import Settings, load_settings
 
@@ -43,6 +46,27 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     for name in [name for name in os.environ if _is_setting(name) and name not in TEST_KNOBS]:
         del os.environ[name]
+    _share_the_cores(config)
+
+
+def _share_the_cores(config: pytest.Config) -> None:
+    """One core's worth of OpenMP threads per pytest-xdist worker, and idle threads that sleep.
+
+    XGBoost's OpenMP threads busy-wait between parallel regions by default: with two workers on
+    two cores (and any other load), each fit's threads spin against the other process's, and a
+    one-second fit takes twenty. Waiting passively and ``cores // workers`` threads (what
+    ``xgbops.tune.threads_per_worker`` does for its own processes) change no result, only who
+    waits how. Set here, before any test module imports XGBoost and before pytest-xdist starts
+    its workers, so the workers and every process a test starts (the CLI, DVC's stages, servers,
+    Dask workers, the notebook's kernel) inherit it; a value the caller set is kept.
+    """
+    count = str(
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT") or getattr(config.option, "numprocesses", 1)
+    )
+    workers = int(count) if count.isdigit() and int(count) > 0 else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cores or 1) // workers)))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 #: Test modules that use the session's running API servers (``servers``, ``postgres_servers``):
@@ -128,17 +152,135 @@ def settings(project: Path) -> Settings:
     return project_settings(project)
 
 
-@pytest.fixture(scope="session")
-def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A project with one trained, registered champion, shared by read-only tests."""
-    from xgbops.train import train  # pylint: disable=import-outside-toplevel
+def shared_artefact(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]
+) -> Path:
+    """A folder ``make`` fills once for the whole run, however many pytest-xdist workers ask.
 
-    project = make_project(tmp_path_factory.mktemp("champion") / "project")
+    Session fixtures run once per worker; this runs ``make`` once per ``pytest`` run: the first
+    worker to ask makes it under a file lock in the run's shared temporary folder, the others
+    wait for the lock and find it done (pytest-xdist's documented pattern). If ``make`` fails,
+    the next to ask tries again. Without pytest-xdist it is simply a fresh temporary folder.
+    The folder is shared: treat it as read-only, and copy what a test changes.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _without_settings_in_environ(action: Callable[[], Any]) -> Any:
+    """Run ``action`` with no xgbops or MLflow setting in the environment (session fixtures run
+    before ``clean_environ``)."""
     with pytest.MonkeyPatch.context() as patch:
         for name in [n for n in os.environ if _is_setting(n)]:
             patch.delenv(name)
-        train(project_settings(project))
-    yield project
+        return action()
+
+
+def _create_mlflow_store(folder: Path) -> None:
+    """An empty MLflow store, ``folder/mlflow.db``, created by MLflow as any first use does.
+
+    MLflow points the store's Default experiment (which xgbops never uses) at ``./mlruns`` of
+    the working directory: made in ``folder``, it points there rather than into the repository.
+    """
+    from mlflow.tracking import MlflowClient  # pylint: disable=import-outside-toplevel
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        _without_settings_in_environ(client.search_experiments)  # the tracking tables...
+        _without_settings_in_environ(client.search_registered_models)  # ...and the registry's
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite MLflow store, migrated once for the run (MLflow runs some fifty schema
+    migrations on a new store: seconds, each time). Copy it with :func:`seed_mlflow_store`."""
+    return shared_artefact(tmp_path_factory, "mlflow-store", _create_mlflow_store) / "mlflow.db"
+
+
+def seed_mlflow_store(template: Path, database: Path) -> Path:
+    """Put a copy of the empty store ``template`` at ``database`` (which must not exist yet):
+    the state MLflow leaves on first use, without its migrations. Returns ``database``."""
+    assert not database.exists(), f"{database} exists: seeding it would lose its contents"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(database)) as copy:
+        source.backup(copy)
+    return database
+
+
+@pytest.fixture
+def empty_mlflow_store(mlflow_store_template: Path, project: Path) -> Path:
+    """The test's project with its embedded MLflow store already created, empty: for tests that
+    train on a fresh project and are not about the store's creation. Returns the store file."""
+    return seed_mlflow_store(mlflow_store_template, project / ".xgbops" / "mlflow.db")
+
+
+def _train_champion(folder: Path) -> None:
+    from xgbops.train import train  # pylint: disable=import-outside-toplevel
+
+    trained = make_project(folder / "project")
+    _without_settings_in_environ(lambda: train(project_settings(trained)))
+
+
+def relocate(copy: Path, original: Path) -> None:
+    """Make a copy of the project folder ``original`` name its own place: every mention of
+    ``original``'s path in its SQLite files (the MLflow store's experiment, run, model and
+    dataset locations) and text files (MLflow's model files, the reports) becomes ``copy``'s."""
+    old, new = str(original), str(copy)
+    for path in (p for p in copy.rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        if content.startswith(b"SQLite format 3\0"):
+            _relocate_database(path, old, new)
+        elif old.encode() in content:
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError:
+                pytest.fail(f"{path} names {original} but is not text: it cannot be relocated")
+            path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def _relocate_database(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in every text value of every table of a SQLite file."""
+    with closing(sqlite3.connect(path)) as database:
+        with database:  # one transaction, committed at the end
+            tables = database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            for (table,) in tables.fetchall():
+                columns = database.execute(f'PRAGMA table_info("{table}")').fetchall()
+                for column in (f'"{row[1]}"' for row in columns):
+                    database.execute(
+                        f'UPDATE "{table}" SET {column} = replace({column}, ?, ?) '  # nosec B608
+                        f"WHERE typeof({column}) = 'text' AND instr({column}, ?) > 0",
+                        (old, new, old),
+                    )
+
+
+@pytest.fixture(scope="session")
+def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with one trained, registered champion, shared by read-only tests.
+
+    Trained once per run: under pytest-xdist each worker gets its own copy of the one trained
+    project (its MLflow store, artifacts and reports relocated to the copy), so whatever a
+    worker's tests leave there (histories, spools, exported models) stays that worker's.
+    """
+    trained = shared_artefact(tmp_path_factory, "champion", _train_champion) / "project"
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return trained
+    copy = tmp_path_factory.mktemp("champion") / "project"
+    shutil.copytree(trained, copy, symlinks=True)
+    relocate(copy, trained)
+    return copy
 
 
 @pytest.fixture

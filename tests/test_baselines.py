@@ -71,6 +71,7 @@ def test_beating_needs_more_than_the_margin_in_the_metric_direction():
     assert baselines.losing_to(0.9, table, True, 0.45) == ["majority", "logistic"]
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_a_candidate_beating_the_champion_but_not_the_logistic_baseline_is_refused(make_settings):
     first = train(make_settings(**_stumps(1)))
     assert not first.decision.promoted  # no champion, yet it loses to the logistic baseline

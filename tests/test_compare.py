@@ -24,6 +24,7 @@ def two_versions(make_settings):
     return first, second
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_compare_shows_metrics_differing_params_and_data_version(
     monkeypatch, capsys, project, make_settings, two_versions
 ):

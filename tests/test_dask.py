@@ -34,7 +34,7 @@ from xgbops.tracking import Tracker
 from xgbops.fitting import fit_model
 from xgbops.train import score, train
 
-from tests.conftest import FAST_TRAIN, make_project
+from tests.conftest import FAST_TRAIN, make_project, seed_mlflow_store
 from tests.processes import free_port, log_tail
 
 pytestmark = pytest.mark.slow
@@ -113,9 +113,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def dask_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project whose dataset is also written as 4 Parquet partitions (``data/parts``)."""
+def dask_project(tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path) -> Path:
+    """A project whose dataset is also written as 4 Parquet partitions (``data/parts``), its
+    MLflow store created (empty)."""
     project = make_project(tmp_path_factory.mktemp("dask") / "project")
+    seed_mlflow_store(mlflow_store_template, project / ".xgbops" / "mlflow.db")
     settings = load_settings(project_dir=project)
     frame = read_csv(settings.data_path, settings.dataset)
     (project / "data" / "parts").mkdir()
@@ -227,9 +229,12 @@ def test_batch_scoring_on_the_cluster_matches_the_local_predictor_row_for_row(
     assert set(scored["run_id"]) == {predictor.metadata["run_id"]}
 
 
-def test_a_worker_killed_mid_training_fails_the_run_and_registers_nothing(cluster, tmp_path):
+def test_a_worker_killed_mid_training_fails_the_run_and_registers_nothing(
+    cluster, tmp_path, mlflow_store_template
+):
     """Last in the module: it leaves the cluster one worker short."""
     project = make_project(tmp_path / "project")
+    store = seed_mlflow_store(mlflow_store_template, project / ".xgbops" / "mlflow.db")
     synthesize(
         load_settings(project_dir=project).dataset, 40_000, project / "big", partition_rows=10_000
     )
@@ -251,6 +256,7 @@ def test_a_worker_killed_mid_training_fails_the_run_and_registers_nothing(cluste
     with pytest.raises(distributed.ClusterError, match="nothing registered"):
         running.result(timeout=180)
     pool.shutdown(wait=False)
+    assert settings.tracking_uri == f"sqlite:///{store}"
     registry = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     assert registry.search_model_versions(f"name='{settings.model_name}'") == []
 

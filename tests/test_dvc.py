@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.cli_runner import run_xgbops
-from tests.conftest import REPO
+from tests.conftest import REPO, seed_mlflow_store
 from tests.processes import free_port, log_tail, require_program
 from xgbops.config import load_settings
 from xgbops.dataversion import data_version
@@ -94,8 +94,12 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    """The project's DVC files in a fresh git repository, `dvc init`-ed, with tiny training."""
+def project(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path
+) -> Iterator[Project]:
+    """The project's DVC files in a fresh git repository, `dvc init`-ed, with tiny training;
+    its MLflow store (untracked, as a first run leaves it) created empty, sparing the first
+    `xgbops train` MLflow's schema migrations."""
     git = require_program("git")
     root = tmp_path_factory.mktemp("dvc") / "project"
     for name in PROJECT_FILES:
@@ -108,7 +112,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     train_yaml = root / "config" / "train.yaml"
     config = yaml.safe_load(train_yaml.read_text(encoding="utf-8"))
     train_yaml.write_text(yaml.safe_dump({**config, **TINY_TRAIN}), encoding="utf-8")
-    keep = ("HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
+    # OMP_*: the OpenMP threads tests/conftest.py gives each pytest-xdist worker's processes.
+    keep = (
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "OMP_NUM_THREADS",
+        "OMP_WAIT_POLICY",
+    )
     env = {name: os.environ[name] for name in keep if name in os.environ}
     env.update(
         PATH=f"{BIN}{os.pathsep}{Path(git).parent}{os.pathsep}/usr/bin:/bin",
@@ -126,6 +139,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     for name in DVC_FILES:
         shutil.copy(REPO / name, root / name)
     made.commit("project")
+    seed_mlflow_store(mlflow_store_template, root / ".xgbops" / "mlflow.db")
     yield made
 
 

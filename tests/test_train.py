@@ -81,6 +81,7 @@ def test_training_result_is_written_for_pipelines(champion_settings):
     assert set(result["metrics"]) == HOLDOUT_METRICS
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_first_version_is_promoted_a_tie_is_not(settings):
     first = train(settings)
     assert first.decision.promoted and first.decision.reason == "no champion to beat"
@@ -91,6 +92,7 @@ def test_first_version_is_promoted_a_tie_is_not(settings):
     assert Tracker(settings).champion("churn-xgboost").version == "1"
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_worse_model_stays_out_better_model_goes_in(make_settings):
     strong = train(make_settings())
     weak = train(make_settings(**WEAK))
@@ -109,6 +111,7 @@ def test_worse_model_stays_out_better_model_goes_in(make_settings):
     assert again.decision.champion_score == pytest.approx(weak.metrics["roc_auc"])
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_lower_is_better_metrics_promote_on_a_decrease(make_settings):
     lower = {"train": {"promotion": {"metric": "log_loss"}}}
     weak = train(make_settings(train={**WEAK["train"], **lower["train"]}))
@@ -117,6 +120,7 @@ def test_lower_is_better_metrics_promote_on_a_decrease(make_settings):
     assert strong.decision.promoted and strong.decision.metric == "log_loss"
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_no_promote_leaves_the_champion_to_promote_version(settings):
     result = train(settings, promote=False)
     assert result.decision is None
@@ -145,6 +149,7 @@ def test_bad_data_stops_training_before_anything_is_logged(settings):
     assert not (settings.state_path / "mlflow.db").exists()
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_git_commit_is_tagged_when_the_project_is_a_repository(settings):
     def git(*args):
         subprocess.run(["git", *args], cwd=settings.project_dir, check=True, capture_output=True)

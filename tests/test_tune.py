@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -71,6 +72,7 @@ def test_pruning_callback_stops_a_hopeless_trial_early(settings):
     assert trial.should_prune()
 
 
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_a_killed_study_resumes_and_ends_with_nested_runs_and_the_params_train_reads(
     project, make_settings
 ):
@@ -96,13 +98,13 @@ def test_a_killed_study_resumes_and_ends_with_nested_runs_and_the_params_train_r
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert process.poll() is None, log_tail(log)
-            if _finished_trials(settings):
+            if _frozen_where_a_resume_recovers(process, settings):
                 break
             time.sleep(0.2)
         else:
             pytest.fail(f"no trial finished within 120 s:\n{log_tail(log)}")
     finally:
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(signal.SIGKILL)  # frozen mid-study, or the test failed
         process.wait()
     before = _trials(settings)
     parent = open_study(settings).user_attrs["mlflow_parent_run_id"]
@@ -167,6 +169,43 @@ def _finished_trials(settings) -> int:
     return int(count)
 
 
+def _frozen_where_a_resume_recovers(process: subprocess.Popen[bytes], settings) -> bool:
+    """Once a trial finished, freeze the tune process (SIGSTOP) and say whether it may be killed
+    there: a resume fails a dead process's running trial by its stale heartbeat, so a trial
+    killed between its creation and its first heartbeat (a few milliseconds) would stay
+    RUNNING for ever. Frozen at such a moment, the process is let go on (SIGCONT): False."""
+    if not _finished_trials(settings):
+        return False
+    process.send_signal(signal.SIGSTOP)
+    while process.poll() is None and not _is_stopped(process.pid):
+        time.sleep(0.01)
+    if _running_without_heartbeat(settings) == 0:
+        return True
+    process.send_signal(signal.SIGCONT)
+    return False
+
+
+def _is_stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def _running_without_heartbeat(settings) -> int | None:
+    """Running trials with no heartbeat yet, read-only like :func:`_finished_trials`; None
+    if the file is locked (by a process frozen in the middle of a write)."""
+    path = settings.state_path / "optuna.db"
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM trials WHERE state = 'RUNNING' AND trial_id NOT IN "
+                "(SELECT trial_id FROM trial_heartbeats)"
+            ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(count)
+
+
+@pytest.mark.usefixtures("empty_mlflow_store")
 def test_tune_command_runs_two_workers_on_a_postgresql_study(
     monkeypatch, capsys, project, make_settings, postgres_url
 ):
