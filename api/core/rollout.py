@@ -221,13 +221,6 @@ class ShadowScorer:
             return False
         return True
 
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued shadow is scored (tests and a clean shutdown); True if so."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self._queue.unfinished_tasks
-
     def close(self) -> None:
         """Stop after the shadows being scored."""
         if self._thread is not None:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from xgbops.config import Settings
-from xgbops.rollout.comparison import compare, read_live
+from xgbops.rollout.comparison import live_report
 from xgbops.rollout.decisions import GuardTrip, guard_stop, guard_trip
 from xgbops.rollout.state import RolloutState
 
@@ -78,11 +78,10 @@ class RolloutGuard:
             except BlockingIOError:
                 return None  # another worker is judging right now
             try:
-                data = read_live(self.engine, state, self.settings.dataset.target.positive)
+                return live_report(self.settings, self.engine, state)
             except SQLAlchemyError as exc:
                 log.warning("rollout.guard_unread", error=reason_of(exc))
                 return None
-            return compare(data, state, self.settings.rollout)
 
     def _run(self) -> None:
         interval = self.settings.rollout.guard.interval

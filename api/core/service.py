@@ -21,8 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from xgbops.champion import RegistryClient, RegistryError, is_server_uri
 from xgbops.config import Settings
-from xgbops.rollout.comparison import compare, read_live
-from xgbops.rollout.decisions import change_mode, decisions_of
+from xgbops.rollout.decisions import change_mode, rollout_report
 from xgbops.rollout.state import CHALLENGER, CHAMPION, RolloutStateError, read_state
 
 from api.core import metrics
@@ -423,16 +422,12 @@ class PredictionService:
         Raises:
             HistoryUnavailable: the history cannot be read now.
         """
-        state = self.rollout.state()
         try:
-            data = read_live(self.reader.engine, state, self.settings.dataset.target.positive)
-            decisions = decisions_of(self.reader.engine, state.rollout_id or None)
+            return rollout_report(self.settings, self.reader.engine, self.rollout.state())
         except SQLAlchemyError as exc:
             log.error("history.read_failed", error=reason_of(exc))
             metrics.observe_database(False, "read")
             raise HistoryUnavailable("the prediction history cannot be read") from None
-        report = compare(data, state, self.settings.rollout)
-        return {"model_name": self.settings.model_name, **report, "decisions": decisions}
 
     def change_rollout(self, body: Any, actor: str) -> dict[str, Any]:
         """``PUT /rollout``: ``{"mode": ..., "share": ...}`` for the running rollout (admin).

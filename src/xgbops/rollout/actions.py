@@ -18,14 +18,13 @@ from xgbops import XgbopsError
 from xgbops.champion import CHALLENGER_ALIAS, PREVIOUS_ALIAS, pointer_file
 from xgbops.config import Settings
 from xgbops.database import create_engine_for, migrate
-from xgbops.rollout.comparison import compare, read_live
 from xgbops.rollout.decisions import (
     change_mode,
     current_state,
-    decisions_of,
     next_step,
     publish_state,
     record,
+    rollout_report,
 )
 from xgbops.rollout.state import (
     RolloutState,
@@ -185,10 +184,7 @@ class Rollouts:
     def report(self) -> dict[str, Any]:
         """The live comparison of the rollout (running or last), with its decisions."""
         state = self.state()
-        data = read_live(self.engine, state, self.settings.dataset.target.positive)
-        report = compare(data, state, self.settings.rollout)
-        report["model_name"] = self.name
-        report["decisions"] = decisions_of(self.engine, state.rollout_id or None)
+        report = rollout_report(self.settings, self.engine, state)
         self._tag_guard_stop(state)
         return report
 

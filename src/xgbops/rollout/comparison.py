@@ -17,14 +17,14 @@ well-understood tests. AUC, log loss and calibration are reported beside it, for
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, and_, select
 
-from xgbops.config import RolloutSettings
+from xgbops.config import RolloutSettings, Settings
 from xgbops.rollout import stats
 from xgbops.rollout.state import CHALLENGER, CHAMPION, RolloutState
 from xgbops.tables import prediction_feedback, predictions
@@ -58,7 +58,16 @@ class LiveData:
     challenger: ArmData
     paired: bool
     positive_label: str
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def live_report(settings: Settings, engine: Engine, state: RolloutState) -> dict[str, Any]:
+    """:func:`compare` of the rollout's live data (:func:`read_live`).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the history cannot be read.
+    """
+    data = read_live(engine, state, settings.dataset.target.positive)
+    return compare(data, state, settings.rollout)
 
 
 def read_live(engine: Engine, state: RolloutState, positive_label: str) -> LiveData:
@@ -92,20 +101,20 @@ def _has_shadows(engine: Engine, state: RolloutState, since: datetime) -> bool:
         return connection.execute(query).first() is not None
 
 
+def _scored(table: Any) -> tuple[Any, ...]:
+    """What an arm's summary reads of a prediction: probability, served label, latency."""
+    return table.c.probability, table.c.label, table.c.latency_ms
+
+
+#: The true label of a served prediction, when its client sent one.
+_FEEDBACK_OF_SERVED = prediction_feedback.c.prediction_id == predictions.c.id
+
+
 def _served(engine: Engine, arm: str, version: str | None, since: datetime) -> ArmData:
     """The predictions ``arm`` answered (not its shadows), newest first."""
     query = (
-        select(
-            predictions.c.probability,
-            predictions.c.label,
-            predictions.c.latency_ms,
-            prediction_feedback.c.label,
-        )
-        .select_from(
-            predictions.outerjoin(
-                prediction_feedback, prediction_feedback.c.prediction_id == predictions.c.id
-            )
-        )
+        select(*_scored(predictions), prediction_feedback.c.label)
+        .select_from(predictions.outerjoin(prediction_feedback, _FEEDBACK_OF_SERVED))
         .where(
             predictions.c.arm == arm,
             predictions.c.shadow_of.is_(None),
@@ -124,18 +133,10 @@ def _paired(engine: Engine, state: RolloutState, since: datetime, positive: str)
     """Shadow pairs: each challenger shadow joined to the champion prediction it shadowed."""
     shadow = predictions.alias("shadow")  # Core's alias: the serving image loads no ORM
     query = (
-        select(
-            predictions.c.probability,
-            predictions.c.label,
-            predictions.c.latency_ms,
-            prediction_feedback.c.label,
-            shadow.c.probability,
-            shadow.c.label,
-            shadow.c.latency_ms,
-        )
+        select(*_scored(predictions), prediction_feedback.c.label, *_scored(shadow))
         .select_from(
             shadow.join(predictions, predictions.c.id == shadow.c.shadow_of).outerjoin(
-                prediction_feedback, prediction_feedback.c.prediction_id == predictions.c.id
+                prediction_feedback, _FEEDBACK_OF_SERVED
             )
         )
         .where(

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, insert, select
 from xgbops.champion import RegistryClient, RegistryError, is_server_uri
 from xgbops.config import RolloutGuardSettings, Settings
 from xgbops.notify import Notification, send
+from xgbops.rollout.comparison import live_report
 from xgbops.rollout.state import (
     CHALLENGER,
     CHAMPION,
@@ -116,6 +117,18 @@ def decisions_of(engine: Engine, rollout_id: str | None = None) -> list[dict[str
     return [
         {**{k: v for k, v in row.items() if k != "id"}, "at": row["at"].isoformat()} for row in rows
     ]
+
+
+def rollout_report(settings: Settings, engine: Engine, state: RolloutState) -> dict[str, Any]:
+    """What ``GET /rollout`` and ``xgbops rollout status`` show: the model, the live comparison
+    (:func:`xgbops.rollout.comparison.live_report`) and the rollout's decisions so far.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the history cannot be read.
+    """
+    report = live_report(settings, engine, state)
+    decisions = decisions_of(engine, state.rollout_id or None)
+    return {"model_name": settings.model_name, **report, "decisions": decisions}
 
 
 def change_mode(
