@@ -29,6 +29,17 @@ def test_embedded_tracking_uri_is_a_sqlite_file_in_the_state_dir(settings):
     assert settings.tracking_uri == f"sqlite:///{settings.project_dir / '.xgbops' / 'mlflow.db'}"
 
 
+def test_compiled_trees_are_cached_per_user_unless_told_or_turned_off(project, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(project / "cache"))
+    assert load_settings(project_dir=project).compiled_cache_path == (
+        project / "cache" / "xgbops" / "trees"
+    )
+    monkeypatch.setenv("XGBOPS_SERVE__COMPILED_CACHE", "build/trees")
+    assert load_settings(project_dir=project).compiled_cache_path == project / "build" / "trees"
+    monkeypatch.setenv("XGBOPS_SERVE__COMPILED_PREDICTOR", "false")
+    assert load_settings(project_dir=project).compiled_cache_path is None
+
+
 def test_mlflow_tracking_uri_from_the_environment_wins(project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert load_settings(project_dir=project).tracking_uri == "http://mlflow.example:5000"

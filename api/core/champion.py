@@ -138,13 +138,19 @@ class RegistryFollower:
     registry does not answer, or has no champion, the model in place keeps serving.
     """
 
-    def __init__(
-        self, client: RegistryClient, model_name: str, destination: Path, interval: float
+    def __init__(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+        self,
+        client: RegistryClient,
+        model_name: str,
+        destination: Path,
+        interval: float,
+        trees_cache: Path | None = None,
     ) -> None:
         self.client = client
         self.model_name = model_name
         self.destination = destination
         self.interval = interval
+        self.trees_cache = trees_cache
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_problem: str | None = None
@@ -169,7 +175,12 @@ class RegistryFollower:
             except BlockingIOError:
                 return False  # another worker is looking right now
             try:
-                synced = sync_from_registry(self.client, self.model_name, self.destination)
+                synced = sync_from_registry(
+                    self.client,
+                    self.model_name,
+                    self.destination,
+                    trees_cache=self.trees_cache,
+                )
             except RegistryError as exc:
                 unreachable = isinstance(exc, RegistryUnreachable)
                 event = (
@@ -199,7 +210,7 @@ class RegistryFollower:
             write_state(self.destination, state)
             log.info("rollout.synced", mode=state.mode, share=state.share)
         challenger = sync_from_registry(
-            self.client, self.model_name, self.destination, CHALLENGER_ALIAS
+            self.client, self.model_name, self.destination, CHALLENGER_ALIAS, self.trees_cache
         )
         if challenger is None:
             (self.destination / pointer_file(CHALLENGER_ALIAS)).unlink(missing_ok=True)

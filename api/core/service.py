@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +67,11 @@ def registry_follower(settings: Settings) -> RegistryFollower | None:
     if not is_server_uri(uri) or interval <= 0:
         return None
     return RegistryFollower(
-        RegistryClient(uri), settings.model_name, settings.serving_path, interval
+        RegistryClient(uri),
+        settings.model_name,
+        settings.serving_path,
+        interval,
+        settings.compiled_cache_path,
     )
 
 
@@ -177,7 +181,7 @@ class PredictionService:
         records: list[dict[str, Any]],
         request_id: str,
         caller: str,
-        columns: dict[str, list[Any]] | None = None,
+        columns: dict[str, Sequence[Any]] | None = None,
     ) -> tuple[LoadedModel, str, list[dict[str, Any]]]:
         """Score ``records`` with the arm the rollout routes this caller to (the champion when
         none runs): the model that answered, its arm and the results. A challenger that fails
@@ -286,7 +290,7 @@ class PredictionService:
         records: list[dict[str, Any]],
         request_id: str,
         started: float,
-        columns: dict[str, list[Any]] | None = None,
+        columns: dict[str, Sequence[Any]] | None = None,
         *,
         arm: str = CHAMPION,
     ) -> list[dict[str, Any]]:
@@ -355,6 +359,7 @@ class PredictionService:
             "digest": pointer.get("digest"),
             "source": pointer.get("source"),
             "trained_at": pointer.get("trained_at"),
+            "scorer": loaded.predictor.model.scorer,
             # What it was trained from, saved in the model's own files (xgbops.dataversion).
             "data_version": loaded.predictor.metadata.get("data_version"),
             "git_commit": loaded.predictor.metadata.get("git_commit"),

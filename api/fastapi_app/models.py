@@ -1,26 +1,18 @@
 """Pydantic models generated from the dataset configuration (via ``RecordSpec``).
 
-Every field runs :meth:`FieldSpec.clean` first, so FastAPI refuses exactly what Flask refuses,
-with the same reason; the declared types and bounds document the OpenAPI schema.
+They document the OpenAPI schema: the core checks every body (:meth:`RecordSpec.validate`), so
+FastAPI refuses exactly what Flask refuses, with the same reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.core.feedback import PREDICTION_ID
 from api.core.schema import FieldSpec, RecordSpec
-
-
-def _checker(spec: FieldSpec) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        return spec.clean(value)  # InvalidValue is a ValueError: pydantic reports its message
-
-    return check
 
 
 def _annotation(spec: FieldSpec) -> tuple[Any, Any]:
@@ -38,7 +30,7 @@ def _annotation(spec: FieldSpec) -> tuple[Any, Any]:
         examples=[spec.example()],
         json_schema_extra=extra or None,
     )
-    return Annotated[base, BeforeValidator(_checker(spec))], field
+    return base, field
 
 
 def record_model(spec: RecordSpec, name: str = "Record") -> type[BaseModel]:

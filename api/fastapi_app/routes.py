@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from api.core import errors, links, metrics
 from api.core.links import responses_with_links
@@ -16,7 +16,7 @@ from api.core.body import read_json
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.retrain import JOB_ID_PARAMETER
 from api.core.rollout import ROLLOUT_CHANGE_SCHEMA, model_headers, request_caller
-from api.core.schema import NOT_AN_OBJECT, RecordSpec
+from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import BatchResponse, ErrorBody, FeedbackResponse, PredictResponse
 
@@ -81,26 +81,6 @@ def body_ref(name: str) -> dict[str, Any]:
     }
 
 
-def pydantic_errors(exc: ValidationError) -> list[errors.FieldError]:
-    """Translate pydantic's errors to the core's field errors (same reasons as Flask)."""
-    found = []
-    for error in exc.errors():
-        path = errors.field_path(*error["loc"]) or "body"
-        kind = error["type"]
-        if kind == "missing":
-            reason = "field required"
-        elif kind == "extra_forbidden":
-            reason = "unknown field"
-        elif kind in {"model_type", "dict_type", "model_attributes_type"}:
-            reason = NOT_AN_OBJECT
-        elif kind == "value_error":
-            reason = str(error.get("ctx", {}).get("error", error["msg"]))
-        else:
-            reason = error["msg"]
-        found.append(errors.FieldError(path, reason))
-    return found
-
-
 async def read_body(request: Request) -> Any:
     """The request's JSON body, refused as the core says (415/413/400)."""
     limit = request.app.state.service.settings.serve.max_body_bytes
@@ -116,14 +96,10 @@ def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
     async def predict(
         request: Request, response: Response, service: PredictionService
     ) -> dict[str, Any]:
+        # The core checks the record (the one check both apps share); the Record model only
+        # documents it, as the Batch model documents /predict/batch.
         body = await read_body(request)
-        try:
-            valid = record.model_validate(body)
-        except ValidationError as exc:
-            raise errors.ValidationFailed(pydantic_errors(exc)) from None
-        answer = service.predict_valid(
-            valid.model_dump(), request.state.request_id, caller(request)
-        )
+        answer = service.predict(body, request.state.request_id, caller(request))
         response.headers.update(model_headers(answer))
         return answer
 

@@ -27,7 +27,7 @@ from api import docs_assets
 from api.core import errors, metrics
 from api.core.access import SECURITY_SCHEMES, document_security
 from api.core.body import check_headers, read_json
-from api.core.schema import NOT_AN_OBJECT, RecordSpec
+from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
 from api.flask_app.schemas import ErrorBodySchema
@@ -266,33 +266,9 @@ def _translate(error: HTTPException) -> errors.ApiError:
     if error.code == 413:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
-    if error.code == 422:
-        return errors.ValidationFailed(_marshmallow_errors(getattr(error, "data", {})))
     if (error.code or 500) >= 500:
         return errors.InternalError()
     return errors.ApiError(error.description or error.name, (), error.code or 500, "http_error")
-
-
-def _marshmallow_errors(data: dict[str, Any]) -> list[errors.FieldError]:
-    """Flatten flask-smorest's ``{"messages": {"json": {field: [reasons]}}}``."""
-    messages = data.get("messages", {}).get("json", {}) if isinstance(data, dict) else {}
-    found: list[errors.FieldError] = []
-
-    def walk(node: Any, path: tuple[str, ...]) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, (*path, str(key)))
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, path)
-        elif path == ("_schema",) and str(node) == NOT_AN_OBJECT:
-            # marshmallow files "the body is not an object" under "_schema"
-            found.append(errors.FieldError("body", str(node)))
-        else:
-            found.append(errors.FieldError(errors.field_path(*path) or "body", str(node)))
-
-    walk(messages, ())
-    return found
 
 
 def _error_response(error: errors.ApiError) -> Response:

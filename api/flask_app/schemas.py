@@ -1,86 +1,65 @@
 """Marshmallow schemas generated from the dataset configuration (via ``RecordSpec``).
 
-Each field delegates the value check to :meth:`FieldSpec.clean`, so Flask refuses exactly what
-FastAPI refuses, with the same reason; the marshmallow validators only document bounds and
-categories in the OpenAPI document.
+The record schema is the Flask app's request schema (flask-smorest reads it for the OpenAPI
+document and calls its ``load``), but it does not check values itself: ``load`` hands the body
+to :meth:`RecordSpec.validate`, the one check both apps share, and raises the core's
+:class:`ValidationFailed`, which both apps turn into the one error body. The fields' types and
+validators describe the same rules for the document.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
-from api.core import schema as core
+from api.core.errors import ValidationFailed
 from api.core.feedback import PREDICTION_ID
-from api.core.schema import FieldSpec, InvalidValue, RecordSpec
+from api.core.schema import FieldSpec, RecordSpec
 
 #: Who may answer a prediction (api.core.rollout).
 ARMS = ("champion", "challenger")
-
-_MESSAGES = {"required": core.MISSING, "null": core.NULL}
-
-
-class _Checked(fields.Field):  # type: ignore[type-arg]
-    """Deserialise through the core's check, so the reason is the core's, word for word."""
-
-    spec: FieldSpec
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        del attr, data, kwargs
-        try:
-            return self.spec.clean(value)
-        except InvalidValue as exc:
-            raise ValidationError(str(exc)) from None
-
-
-class CheckedNumber(_Checked, fields.Float):
-    """A numeric input (documented as ``number``, or ``integer`` for whole-number features)."""
-
-    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
-        self.spec = spec
-        super().__init__(**kwargs)
-
-
-class CheckedInteger(_Checked, fields.Integer):
-    """A whole-number input (documented as ``integer``)."""
-
-    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
-        self.spec = spec
-        super().__init__(**kwargs)
-
-
-class CheckedCategory(_Checked, fields.String):
-    """A categorical input (documented as a string enum)."""
-
-    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
-        self.spec = spec
-        super().__init__(**kwargs)
 
 
 def _field(spec: FieldSpec) -> fields.Field[Any]:
     options: dict[str, Any] = {
         "required": not spec.nullable,
-        "allow_none": spec.nullable,  # marshmallow refuses None with the core's reason (NULL)
-        "error_messages": _MESSAGES,
+        "allow_none": spec.nullable,
         "metadata": {"description": spec.description, "example": spec.example()},
     }
-    if spec.nullable:
-        options["load_default"] = None
     if spec.kind == "categorical":
-        return CheckedCategory(spec, validate=validate.OneOf(spec.categories), **options)
+        return fields.String(validate=validate.OneOf(spec.categories), **options)
     bounds = validate.Range(min=spec.minimum, max=spec.maximum)
     if spec.integer:
-        return CheckedInteger(spec, validate=bounds, **options)
-    return CheckedNumber(spec, validate=bounds, **options)
+        return fields.Integer(validate=bounds, **options)
+    return fields.Float(validate=bounds, **options)
 
 
-def record_schema(spec: RecordSpec, name: str = "Record") -> type[Schema]:
+class CoreChecked(Schema):
+    """A schema whose ``load`` is the core's check (:meth:`RecordSpec.validate`)."""
+
+    record_spec: RecordSpec  # named so that no dataset feature can shadow it
+
+    def load(self, data: Any, **kwargs: Any) -> Any:
+        """The record as the model gets it.
+
+        Raises:
+            ValidationFailed: every invalid, missing or unknown field, with its reason (422).
+        """
+        del kwargs  # many/partial/unknown: one record, whole, unknown fields refused
+        record, problems = self.record_spec.validate(data)
+        if problems:
+            raise ValidationFailed(problems)
+        return record
+
+
+def record_schema(spec: RecordSpec, name: str = "Record") -> type[CoreChecked]:
     """A schema class with one field per input feature; unknown fields are refused."""
     attributes: dict[str, Any] = {f.name: _field(f) for f in spec.fields}
     attributes["Meta"] = type("Meta", (), {"unknown": RAISE, "ordered": True})
-    attributes["error_messages"] = {"unknown": core.UNKNOWN, "type": core.NOT_AN_OBJECT}
-    return type(name, (Schema,), attributes)
+    schema: type[CoreChecked] = type(name, (CoreChecked,), attributes)
+    schema.record_spec = spec  # after the fields: a feature may be called anything
+    return schema
 
 
 def batch_schema(record: type[Schema], limit: int) -> type[Schema]:

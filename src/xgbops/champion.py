@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeGuard
 
-from xgbops import XgbopsError
+from xgbops import XgbopsError, compiled
 
 #: The pointer file in the serving directory.
 POINTER_FILE: Final = "current.json"
@@ -122,11 +122,14 @@ def install_model(
     source: Source,
     extra: Mapping[str, Any] | None = None,
     alias: str = CHAMPION_ALIAS,
+    trees_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Copy a model's files into ``destination`` and point ``alias``'s pointer at them.
 
     The files go to a folder named by run id and digest, so two different models never share
-    one; the pointer is written last, atomically.
+    one; the pointer is written last, atomically. With a ``trees_cache``, the folder also gets
+    the trees compiled to native code (:mod:`xgbops.compiled`, kept in that cache by key) when
+    this machine can build them; compiled trees that come with ``files`` are copied along.
 
     Returns:
         The pointer written.
@@ -138,13 +141,16 @@ def install_model(
         destination.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".model-", dir=destination))
         partial.chmod(0o755)  # mkdtemp's 0700 would hide it from a server of another user
-        for name in MODEL_FILES:
-            shutil.copyfile(files / name, partial / name)
+        for name in MODEL_FILES + compiled.FILES:
+            if name in MODEL_FILES or (files / name).is_file():
+                shutil.copyfile(files / name, partial / name)
         if target.exists():  # the same model's folder, damaged: set it aside, then replace it
             damaged = Path(tempfile.mkdtemp(prefix=".damaged-", dir=destination))
             os.replace(target, damaged / model_dir)
             shutil.rmtree(damaged, ignore_errors=True)
         os.replace(partial, target)
+    if trees_cache is not None:
+        compiled.compile_into(target, trees_cache)
     spec = json.loads((target / "model.json").read_text(encoding="utf-8"))
     pointer = {
         "model_name": champion.name,
@@ -372,7 +378,11 @@ class Synced:
 
 
 def sync_from_registry(
-    client: RegistryClient, name: str, destination: Path, alias: str = CHAMPION_ALIAS
+    client: RegistryClient,
+    name: str,
+    destination: Path,
+    alias: str = CHAMPION_ALIAS,
+    trees_cache: Path | None = None,
 ) -> Synced | None:
     """Make ``destination`` serve the registry's ``alias``; download only when it changed.
 
@@ -397,11 +407,13 @@ def sync_from_registry(
             "metrics": client.holdout_metrics(champion.run_id),
             "registry": redact_uri(client.base),
         }
-        pointer = install_model(files, destination, champion, "registry", extra, alias)
+        pointer = install_model(files, destination, champion, "registry", extra, alias, trees_cache)
         return Synced(pointer, True)
 
 
-def use_baked(baked: Path, destination: Path) -> dict[str, Any] | None:
+def use_baked(
+    baked: Path, destination: Path, trees_cache: Path | None = None
+) -> dict[str, Any] | None:
     """Serve the model baked into the image (``baked`` holds its files and pointer).
 
     Returns:
@@ -414,7 +426,8 @@ def use_baked(baked: Path, destination: Path) -> dict[str, Any] | None:
         str(pointer["model_name"]), str(pointer["version"]), str(pointer["run_id"])
     )
     kept: dict[str, Any] = {k: pointer[k] for k in ("metrics", "registry") if k in pointer}
-    return install_model(baked / str(pointer["model_dir"]), destination, champion, "baked", kept)
+    files = baked / str(pointer["model_dir"])
+    return install_model(files, destination, champion, "baked", kept, trees_cache=trees_cache)
 
 
 def _sync_command(args: argparse.Namespace) -> int:
@@ -441,18 +454,21 @@ def _sync_command(args: argparse.Namespace) -> int:
     if is_server_uri(uri):
         try:
             synced = sync_from_registry(
-                RegistryClient(uri, timeout=args.timeout), settings.model_name, destination
+                RegistryClient(uri, timeout=args.timeout),
+                settings.model_name,
+                destination,
+                trees_cache=settings.compiled_cache_path,
             )
             pointer = synced.pointer if synced else None
             if pointer is None:
                 log.warning("champion.registry_has_none", model_name=settings.model_name)
         except RegistryUnreachable as exc:
             log.warning("champion.registry_unreachable", reason=str(exc), baked=bool(baked))
-            pointer = use_baked(baked, destination) if baked else None
+            pointer = use_baked(baked, destination, settings.compiled_cache_path) if baked else None
         except RegistryError as exc:
             log.error("champion.registry_failed", reason=str(exc))
     elif baked:
-        pointer = use_baked(baked, destination)
+        pointer = use_baked(baked, destination, settings.compiled_cache_path)
     if pointer is None:
         (destination / POINTER_FILE).unlink(missing_ok=True)
         log.warning("champion.none", detail="/ready answers 503 until the registry has a champion")

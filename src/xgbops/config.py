@@ -10,6 +10,7 @@ with ``__``, e.g. ``XGBOPS_TRAIN__PARAMS__MAX_DEPTH=4``), the YAML files.
 from __future__ import annotations
 
 import math
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -364,6 +365,15 @@ class ServeSettings(_Strict):
     #: Behind an MLflow server, how often a worker looks for a new champion in the registry,
     #: in seconds (0: only at start). With the embedded store, ``xgbops`` exports it directly.
     registry_sync_interval: float = Field(default=15.0, ge=0)
+    #: Compile the trees of an exported model to native code (treelite/tl2cgen, cached by the
+    #: booster's digest) and score with them: about 10x less time per request, the same
+    #: probabilities within 1e-6 (checked at every load). Needs a C compiler at export (gcc,
+    #: cc or clang, or ``CC``); without one, or with this off, XGBoost scores.
+    compiled_predictor: bool = True
+    #: Where compiled trees are kept by key (booster digest, tl2cgen version, machine), so a
+    #: model exported again is not compiled again; relative to the project. Unset: the user's
+    #: cache folder (``$XDG_CACHE_HOME/xgbops/trees``, else ``~/.cache/xgbops/trees``).
+    compiled_cache: Path | None = None
 
 
 class NotifySettings(_Strict):
@@ -752,6 +762,16 @@ class Settings(BaseSettings):
     def serving_path(self) -> Path:
         """Where the champion is exported for serving (files + ``current.json`` pointer)."""
         return self.state_path / "serving" / self.model_name
+
+    @property
+    def compiled_cache_path(self) -> Path | None:
+        """Where compiled trees are kept, or None when the champion's trees are not compiled."""
+        if not self.serve.compiled_predictor:
+            return None
+        if self.serve.compiled_cache is not None:
+            return self.resolve(self.serve.compiled_cache)
+        user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(user_cache) / "xgbops" / "trees"
 
     @property
     def artifact_root(self) -> Path:

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from xgbops import XgbopsError
+from xgbops import XgbopsError, compiled
 from xgbops.config import DatasetConfig
 
 SPEC_FILE = "model.json"
@@ -121,14 +122,23 @@ class Featurizer:
             if column.kind == "numeric":
                 out[:, block.start] = _as_float(values)
                 continue
-            objects = np.asarray(values, dtype=object)
-            known = np.zeros(n_rows, dtype=bool)
-            for category, index in self._category_index[column.name].items():
-                hits = objects == category
-                out[:, index] = hits
-                known |= hits
+            where = self._category_columns(column.name, values, n_rows)
+            known = where >= 0
+            out[np.flatnonzero(known), where[known]] = 1.0
             out[~known, block] = np.nan
         return out
+
+    def _category_columns(
+        self, name: str, values: Sequence[Any] | npt.NDArray[Any], n_rows: int
+    ) -> npt.NDArray[np.int64]:
+        """The output column of each value's category, -1 where it is missing or unknown."""
+        index = self._category_index[name]
+        try:  # one dict lookup per value, in C
+            return np.fromiter(map(index.get, values, repeat(-1)), dtype=np.int64, count=n_rows)
+        except TypeError:  # an unhashable value (a list, say): unknown, like any other
+            return np.array(
+                [index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64
+            )
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> Matrix:
         """Featurise row-oriented data (``[{name: value}]``); absent keys count as missing."""
@@ -171,11 +181,20 @@ class Model:
     negative_label: str
     threshold: float = 0.5
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The same trees compiled to native code, when the model's folder holds them.
+    trees: compiled.CompiledTrees | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def scorer(self) -> str:
+        """What computes the probabilities: ``compiled`` trees or ``xgboost``."""
+        return "xgboost" if self.trees is None else "compiled"
 
     def predict_proba(self, features: Matrix) -> npt.NDArray[np.float64]:
         """Probability of the positive label for each row of a featurised matrix."""
         if features.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
+        if self.trees is not None:
+            return self.trees.predict(features)
         scores = self.booster.inplace_predict(features, missing=np.nan)
         return np.asarray(scores, dtype=np.float64)
 
@@ -232,11 +251,13 @@ class Model:
             raise ModelFormatError(f"{spec_path}: unsupported format {spec.get('format')!r}")
         booster = xgb.Booster()
         booster.load_model(booster_path)
+        featurizer = Featurizer.from_dict(spec["featurizer"])
         return cls(
-            featurizer=Featurizer.from_dict(spec["featurizer"]),
+            featurizer=featurizer,
             booster=booster,
             positive_label=spec["target"]["positive"],
             negative_label=spec["target"]["negative"],
             threshold=float(spec["threshold"]),
             metadata=dict(spec.get("metadata", {})),
+            trees=compiled.load(directory, booster, len(featurizer.output_names)),
         )

@@ -45,6 +45,7 @@ from xgbops.champion import (
     pointer_file,
     redact_uri,
 )
+from xgbops.compiled import compile_into
 from xgbops.model import Model
 
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -387,7 +388,11 @@ class Tracker:  # pylint: disable=too-many-public-methods  # the one facade over
         if champion is None:
             return None
         version = ChampionVersion(name, champion.version, champion.run_id)
-        if current_pointer(destination, version, alias) is None:
+        current = current_pointer(destination, version, alias)
+        trees_cache = self.settings.compiled_cache_path
+        if current is not None and trees_cache is not None:  # exported before trees compiled
+            compile_into(destination / str(current["model_dir"]), trees_cache)
+        if current is None:
             with tempfile.TemporaryDirectory() as tmp:
                 files = self.download_model(name, version=champion.version, dst=Path(tmp) / "m")
                 remote = is_server_uri(self.settings.tracking_uri)
@@ -395,7 +400,13 @@ class Tracker:  # pylint: disable=too-many-public-methods  # the one facade over
                 if remote:
                     extra["registry"] = redact_uri(self.settings.tracking_uri)
                 install_model(
-                    files, destination, version, "registry" if remote else "local", extra, alias
+                    files,
+                    destination,
+                    version,
+                    "registry" if remote else "local",
+                    extra,
+                    alias,
+                    trees_cache=trees_cache,
                 )
         return destination / pointer_file(alias)
 

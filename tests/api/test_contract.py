@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -252,6 +253,9 @@ def test_model_describes_version_metrics_and_features(servers):
     with servers["flask"].client() as client:
         model = client.get("/model").json()
     assert model["model_version"] == "1" and model["alias"] == "champion"
+    # exported with its trees compiled (xgbops.compiled) wherever a C compiler is at hand
+    has_compiler = any(shutil.which(name) for name in ("gcc", "cc", "clang"))
+    assert model["scorer"] == ("compiled" if has_compiler else "xgboost")
     assert model["metrics"]["roc_auc"] > 0.85
     assert model["trained_at"]
     assert [f["name"] for f in model["features"]][:2] == ["state", "account_length"]

@@ -185,17 +185,29 @@ def _input_json(record: dict[str, Any]) -> str:
         return json.dumps(record, allow_nan=False)  # TypeError for what is not JSON at all
 
 
+_FLAT = frozenset({str, int, float, bool, type(None)})
+
+
 def _check_finite(value: Any) -> None:
     """Raises ValueError if ``value`` holds a NaN or infinite float at any depth."""
+    if type(value) is dict and set(map(type, value.values())) <= _FLAT:
+        # The usual record, flat: the sum of its floats is finite only if each of them is
+        # (or, rarely, when huge ones overflow it: then they are looked at one by one).
+        if math.isfinite(sum(v for v in value.values() if type(v) is float)):
+            return
+    _check_each_finite(value)
+
+
+def _check_each_finite(value: Any) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("input holds NaN or Infinity, which JSON cannot store")
     elif isinstance(value, dict):
         for item in value.values():
-            _check_finite(item)
+            _check_each_finite(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _check_finite(item)
+            _check_each_finite(item)
 
 
 def fields_of(record: PredictionRecord) -> dict[str, Any]:

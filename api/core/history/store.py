@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy.exc import (
@@ -59,12 +61,19 @@ def insert_sql(dialect: str) -> str:
     )
 
 
-def sqlite_values(row: Row) -> Row:
-    """``created_at`` as SQLAlchemy stores a DateTime in SQLite (UTC, no offset), so the
-    reader's queries and ordering see the same text either way."""
-    values = list(row)
-    values[CREATED_AT] = values[CREATED_AT].strftime(_SQLITE_DATETIME)
-    return tuple(values)
+def sqlite_values(rows: Iterable[Row]) -> list[Row]:
+    """The rows with ``created_at`` as SQLAlchemy stores a DateTime in SQLite (UTC, no offset),
+    so the reader's queries and ordering see the same text either way. The rows of a request
+    share one time: it is formatted once."""
+    texts: dict[datetime, str] = {}
+    converted = []
+    for row in rows:
+        when = row[CREATED_AT]
+        text = texts.get(when)
+        if text is None:
+            text = texts[when] = when.strftime(_SQLITE_DATETIME)
+        converted.append((*row[:CREATED_AT], text, *row[CREATED_AT + 1 :]))
+    return converted
 
 
 def is_transient(exc: SQLAlchemyError) -> bool:

@@ -294,7 +294,7 @@ class HistoryWriter:
         # The driver's executemany, not a Core insert(): SQLAlchemy's per-value processing cost
         # ~50 us a row on PostgreSQL, in a thread that shares the GIL with the requests.
         if self._engine.dialect.name == "sqlite":
-            rows = [sqlite_values(row) for row in rows]
+            rows = sqlite_values(rows)
         with self._engine.begin() as connection:
             connection.exec_driver_sql(insert_sql(connection.dialect.name), list(rows))
 
