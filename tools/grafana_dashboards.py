@@ -218,6 +218,13 @@ def model_dashboard() -> dashboard.Dashboard:
         .with_row(dashboard.Row("Live, per rollout arm"))
         .with_panel(
             _series(
+                "Rollout mode and the challenger's share of traffic",
+                "percent",
+                [("max by (mode) (xgbops_rollout_share_percent)", "{{mode}}")],
+            )
+        )
+        .with_panel(
+            _series(
                 "Predictions per second by arm and label",
                 "ops",
                 [("sum by (arm, label) (xgbops:predictions:rate5m)", "{{arm}} {{label}}")],

@@ -197,6 +197,10 @@ class TrackInFlight:
             _gauge("in_flight").dec()
 
 
+#: Up to this many scores, each is observed on its own (see observe_predictions).
+FEW_SCORES = 8
+
+
 def observe_predictions(
     labels: list[str],
     model_version: str,
@@ -211,8 +215,12 @@ def observe_predictions(
     for label in set(labels):
         PREDICTIONS.labels(label, model_version, arm).inc(labels.count(label))
     values = np.asarray(scores, dtype=np.float64)
-    if values.size:
+    if values.size > FEW_SCORES:
         _observe_many(SCORES.labels(model_version, arm), values)
+    elif values.size:  # a request or two: binning arrays costs more than observing each
+        child = SCORES.labels(model_version, arm)
+        for value in values.tolist():
+            child.observe(value)
 
 
 def _observe_many(child: Histogram, values: np.ndarray[Any, Any]) -> None:

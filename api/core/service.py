@@ -7,9 +7,7 @@ bodies) and raises :mod:`api.core.errors` exceptions; it knows nothing of Flask 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from xgbops.rollout.state import CHALLENGER, CHAMPION, RolloutStateError, read_s
 from api.core import metrics
 from api.core.access import Access
 from api.core.champion import ChampionStore, LoadedModel, RegistryFollower
+from api.core.ids import random_id, random_ids
 from api.core.body import read_json
 from api.core.feedback import FeedbackStore, check_feedback
 from api.core.errors import (
@@ -222,7 +221,7 @@ class PredictionService:
             end = offset + len(shadow.records)
             self.writer.record_batch(
                 PredictionBatch(
-                    ids=_new_ids(len(shadow.records)),
+                    ids=random_ids(len(shadow.records)),
                     created_at=created_at,
                     model_name=challenger.name,
                     model_version=challenger.version,
@@ -303,7 +302,7 @@ class PredictionService:
         # Per-record work is kept to list comprehensions: a 10,000-record batch runs these
         # lines 10,000 times, and every microsecond there is 1 % of the batch's time.
         labels = _labels(loaded, scores)
-        ids = _new_ids(len(records))
+        ids = random_ids(len(records))
         if self.settings.serve.record_predictions:
             self.writer.record_batch(
                 PredictionBatch(
@@ -499,7 +498,7 @@ def new_request_id(header: str | None) -> str:
     """The client's X-Request-ID if it is sane, else a fresh one."""
     if header and 0 < len(header) <= 128 and header.isprintable():
         return header
-    return uuid.uuid4().hex
+    return random_id()
 
 
 def _labels(loaded: LoadedModel, scores: Any) -> list[str]:
@@ -507,13 +506,6 @@ def _labels(loaded: LoadedModel, scores: Any) -> list[str]:
     model = loaded.predictor.model
     positive, negative = model.positive_label, model.negative_label
     return [positive if p else negative for p in (scores >= model.threshold).tolist()]
-
-
-def _new_ids(count: int) -> list[str]:
-    """``count`` prediction ids: one random draw for all (uuid4-strength), not one uuid4() call
-    per record."""
-    entropy = os.urandom(16 * count).hex()
-    return [entropy[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 def _answered_by(loaded: LoadedModel, arm: str) -> dict[str, Any]:
