@@ -7,7 +7,8 @@ pinned serving dependencies are installed without byte code (``pip install --no-
    does at start;
 2. delete the subpackages of SCIPY that nothing imported: XGBoost imports ``scipy.sparse`` when
    it loads (for sparse inputs the API never sends), which is about a fifth of scipy;
-3. delete the libraries' own test suites, pip and setuptools (every file their RECORD lists);
+3. delete the libraries' own test suites, pip and setuptools, and treelite and tl2cgen (every
+   file their RECORD lists);
 4. strip the symbol tables of the extension modules (``strip --strip-unneeded``; uvloop alone
    drops from 13 to 2 MB), but not the libraries auditwheel vendored into ``*.libs`` folders:
    patchelf rewrote those, and a stripped copy no longer loads;
@@ -44,8 +45,10 @@ ENTRY_POINTS = (
 )
 #: Packages whose unimported subpackages are removed (the large ones the servers touch little).
 PRUNED_PACKAGES = ("scipy",)
-#: Installers: nothing in a serving container installs anything.
-REMOVED_DISTRIBUTIONS = ("pip", "setuptools")
+#: Installers: nothing in a serving container installs anything. The compiler side of
+#: ``xgbops.compiled``: the image has no C compiler, so it never compiles trees, and compiled
+#: trees that come with a model load through ctypes alone.
+REMOVED_DISTRIBUTIONS = ("pip", "setuptools", "treelite", "tl2cgen")
 #: Run in a fresh process once the venv is slimmed: the imports and one prediction.
 VERIFY = (
     "import numpy as np, xgboost as xgb\n"
