@@ -140,8 +140,8 @@ evaluate: install-runtime ## Score the latest version on the holdout; plots in r
 promote: install-runtime ## Make the latest version champion if it beats the champion (PROMOTE_ARGS=...)
 	$(BIN)/xgbops promote $(PROMOTE_ARGS)
 
-tune: install-runtime ## Optuna study over train.yaml's tune.space; best params to config/tuned.yaml (TUNE_ARGS=...)
-	$(BIN)/xgbops tune $(TUNE_ARGS)
+tune: install-runtime ## Optuna study over train.yaml's tune.space; best params to config/tuned.yaml (TUNE_ARGS=..., ENGINE=dask-local|dask)
+	$(if $(ENGINE),XGBOPS_ENGINE=$(ENGINE)) $(BIN)/xgbops tune $(TUNE_ARGS)
 
 compare: install-runtime ## Table and plot of MLflow runs or registered versions (COMPARE_ARGS="3 champion")
 	$(BIN)/xgbops compare $(COMPARE_ARGS)

@@ -1,7 +1,8 @@
 """The Dask engine on a real cluster: a ``dask scheduler`` and two ``dask worker`` processes.
 
 One cluster serves the module: training through its address, parity with the local engine,
-per-partition checks, batch scoring, and last (it leaves one worker) a worker killed mid-training.
+per-partition checks, batch scoring, tuning trials as cluster tasks, and last (it leaves one
+worker) a worker killed mid-training.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from distributed import Client
@@ -33,6 +35,7 @@ from xgbops.synth import synthesize
 from xgbops.tracking import Tracker
 from xgbops.fitting import fit_model
 from xgbops.train import score, train
+from xgbops.tune import tune
 
 from tests.conftest import FAST_TRAIN, make_project, seed_mlflow_store
 from tests.processes import free_port, log_tail
@@ -227,6 +230,30 @@ def test_batch_scoring_on_the_cluster_matches_the_local_predictor_row_for_row(
     assert scored["label"].tolist() == [p.label for p in expected]
     assert set(scored["model_version"]) == {result.version}
     assert set(scored["run_id"]) == {predictor.metadata["run_id"]}
+
+
+def test_tuning_runs_its_trials_as_tasks_of_the_cluster(dask_project, cluster, tmp_path):
+    """The study's workers are Dask tasks, one per cluster worker, sharing one storage."""
+    tune_config = {"storage": f"sqlite:///{tmp_path / 'study.db'}", "trials": 4}
+    train_config = {**FAST_TRAIN, "tuned_params": str(tmp_path / "tuned.yaml"), "tune": tune_config}
+    settings = _settings(dask_project, cluster, train=train_config)
+    seen: list[int] = []
+    result = tune(settings, on_trial=lambda done, total, best: seen.append(done))
+
+    assert sum(result.states.get(s, 0) for s in ("COMPLETE", "PRUNED")) >= 4
+    study = optuna.load_study(study_name=result.study_name, storage=tune_config["storage"])
+    ran_in = {int(t.user_attrs["process"].rsplit(":", 1)[1]) for t in study.trials}
+    assert ran_in == {worker.pid for worker in cluster.workers}  # both workers, not this process
+    assert seen and seen[-1] >= 4  # progress read from the study while the tasks ran
+    client = MlflowClient(settings.tracking_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["xgbops.engine"] == "dask"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    )
+    assert len(children) == len(study.trials)
+    assert {run.data.params["nthread"] for run in children} == {"1"}  # the workers' threads
+    assert (tmp_path / "tuned.yaml").is_file()
 
 
 def test_a_worker_killed_mid_training_fails_the_run_and_registers_nothing(

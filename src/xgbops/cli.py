@@ -300,7 +300,12 @@ def tune_command(
         Optional[str], typer.Option(help="Start no trial after this long, e.g. 10m, 1h.")
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option(min=1, help="Processes sharing the study (tune.workers).")
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Processes sharing the study (tune.workers); on a Dask engine, cluster tasks"
+            " (default: one per Dask worker).",
+        ),
     ] = None,
 ) -> None:
     """Search the space in train.yaml with Optuna; write the best params where train reads them."""

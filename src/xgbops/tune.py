@@ -9,6 +9,8 @@ where it stopped: trials that were running when their process died are noticed b
 missing heartbeat, marked failed and run again once. At the end the best parameters are
 written to the ``tuned_params`` file that train.yaml names, where ``xgbops train`` reads
 them, and the parent run gets the optimisation history and the parameter importances.
+With the ``dask`` or ``dask-local`` engine, the workers are tasks of the Dask cluster instead
+of local processes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -250,6 +253,7 @@ class _Objective:
             )
             self.tracker.set_tags(run_id, {"optuna.state": state})
         trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("best_iteration", best)
         if pruning.pruned:
             raise optuna.TrialPruned(f"pruned at round {len(curve)}")
@@ -328,7 +332,7 @@ def tune(
     if settings.train.tuned_params is None:
         raise TuneError(f"{settings.train_config}: set tuned_params, the file tune writes")
     trials = trials or config.trials
-    workers = workers or config.workers
+    asked_workers, workers = workers, workers or config.workers
     if timeout is None and config.timeout is not None:
         timeout = config.timeout.total_seconds()
     deadline = None if timeout is None else time.time() + timeout
@@ -337,8 +341,15 @@ def tune(
     name, storage = study_name(settings), redact_uri(storage_url(settings))
     resumed = study.user_attrs.get(PARENT_RUN_ATTR)
     tags = {"optuna.study": name, "optuna.storage": storage}
+    if settings.engine != "local":
+        tags["xgbops.engine"] = settings.engine
     with tracker.run(f"tune-{name}", tags, run_id=resumed) as parent_run_id:
         study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
+        if settings.engine != "local":
+            _tune_on_cluster(settings, parent_run_id, trials, deadline, asked_workers, on_trial)
+            result = _summarise(settings, tracker, open_study(settings), parent_run_id)
+            log.info("tune.finished", study=name, best=result.best_value, **result.states)
+            return result
         log.info("tune.started", study=name, storage=storage, trials=trials, workers=workers)
         nthread = nthread or threads_per_worker(workers)
         context = multiprocessing.get_context("spawn")
@@ -373,6 +384,67 @@ def tune(
         result = _summarise(settings, tracker, open_study(settings), parent_run_id)
     log.info("tune.finished", study=name, best=result.best_value, **result.states)
     return result
+
+
+def _tune_on_cluster(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    settings: Settings,
+    parent_run_id: str,
+    trials: int,
+    deadline: float | None,
+    workers: int | None,
+    on_trial: ProgressCallback | None,
+) -> None:
+    """Run the study's trials as tasks of the engine's Dask cluster (``dask`` or ``dask-local``).
+
+    One task per worker (or ``workers`` tasks), each a :func:`run_worker` on the shared study
+    with the worker's threads for XGBoost: Optuna's own way to spread a study over machines.
+    The study's storage and the MLflow store must be reachable from the workers (PostgreSQL
+    and an MLflow server on a real cluster; the embedded files do on one machine). Progress is
+    read from the study while the tasks run; a task that fails fails the tuning.
+
+    Raises:
+        TuneError: a task failed (its exception is chained).
+    """
+    # pylint: disable=import-outside-toplevel  # Dask only for the cluster engines
+    from xgbops.distributed import connect
+
+    with connect(settings) as client:
+        cluster = client.scheduler_info()["workers"]
+        threads = min((w["nthreads"] for w in cluster.values()), default=1)
+        tasks = workers or max(1, len(cluster))
+        log.info(
+            "tune.started",
+            study=study_name(settings),
+            trials=trials,
+            engine=settings.engine,
+            tasks=tasks,
+            threads=threads,
+        )
+        futures = [
+            client.submit(
+                run_worker,
+                settings,
+                parent_run_id,
+                trials=trials,
+                deadline=deadline,
+                nthread=threads,
+                seed_offset=index,
+                pure=False,
+                key=f"tune-{study_name(settings)}-{index}-{time.time_ns()}",
+            )
+            for index in range(tasks)
+        ]
+        study = open_study(settings)
+        while not all(f.done() for f in futures):  # type: ignore[no-untyped-call]
+            time.sleep(1.0)
+            if on_trial is not None:
+                on_trial(counted(study), trials, _best_value(study))
+        failed = [f for f in futures if f.status != "finished"]
+        if failed:
+            problem = failed[0].exception()  # type: ignore[no-untyped-call]
+            raise TuneError(f"a tuning task failed on the cluster: {problem!r}")
+        if on_trial is not None:
+            on_trial(counted(study), trials, _best_value(study))
 
 
 def _summarise(
