@@ -101,6 +101,16 @@ class Access:
         token = settings.retrain_token.get_secret_value() if settings.retrain_token else ""
         self._admin_token_sha256 = secret_hash(token) if token else None
 
+    @property
+    def may_block(self) -> bool:
+        """Whether :meth:`check` may wait on the network: a key looked up in the database, a
+        JWKS fetched, or rate-limit counters in Redis. An event loop then calls it in a thread;
+        otherwise it is a few dictionary lookups, cheaper inline than a thread hop."""
+        shared_counters = self.limits.limiter is not None and not str(
+            self.settings.limits.storage_uri
+        ).startswith("memory://")
+        return self.auth.enabled or shared_counters
+
     def check(
         self,
         method: str,

@@ -1,4 +1,4 @@
-"""FastAPI routers: each endpoint reads the body, validates with pydantic, calls the core."""
+"""FastAPI routers: each endpoint reads the body and calls the core, which checks it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from starlette.requests import HTTPConnection
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from api.core import errors, links, metrics
 from api.core.links import responses_with_links
@@ -21,26 +22,32 @@ from api.core.service import PredictionService, new_request_id
 from api.fastapi_app.models import BatchResponse, ErrorBody, FeedbackResponse, PredictResponse
 
 
-def get_service(request: Request) -> PredictionService:
-    """The service core of this app (a dependency)."""
+async def get_service(request: Request) -> PredictionService:
+    """The service core of this app (a dependency; async: FastAPI would run a plain function
+    in a thread, a hop that costs more than the lookup)."""
     service: PredictionService = request.app.state.service
     return service
 
 
-def guard(connection: HTTPConnection) -> None:
+async def guard(connection: HTTPConnection) -> None:
     """Check the caller's credential, scope and rate limit (:mod:`api.core.access`) before the
-    body is read; the rate-limit headers go out with the answer (see the app's middleware)."""
+    body is read; the rate-limit headers go out with the answer (see the app's middleware).
+    In a thread only when the check may wait on the network (:attr:`Access.may_block`)."""
     route = connection.scope.get("route")
     if connection.scope["type"] != "http" or route is None:
         return  # the WebSocket route checks at its handshake, where it can answer
-    client = connection.client.host if connection.client else "unknown"
-    connection.state.limit_headers = connection.app.state.service.access.check(
+    access = connection.app.state.service.access
+    arguments = (
         connection.scope["method"],
         route.path,
         connection.headers.get("authorization"),
         connection.headers.get("x-api-key"),
-        client,
+        connection.client.host if connection.client else "unknown",
     )
+    if access.may_block:
+        connection.state.limit_headers = await run_in_threadpool(access.check, *arguments)
+    else:
+        connection.state.limit_headers = access.check(*arguments)
 
 
 def caller(connection: HTTPConnection) -> str:

@@ -122,6 +122,7 @@ def install_model(
     source: Source,
     extra: Mapping[str, Any] | None = None,
     alias: str = CHAMPION_ALIAS,
+    *,
     trees_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Copy a model's files into ``destination`` and point ``alias``'s pointer at them.
@@ -407,7 +408,9 @@ def sync_from_registry(
             "metrics": client.holdout_metrics(champion.run_id),
             "registry": redact_uri(client.base),
         }
-        pointer = install_model(files, destination, champion, "registry", extra, alias, trees_cache)
+        pointer = install_model(
+            files, destination, champion, "registry", extra, alias, trees_cache=trees_cache
+        )
         return Synced(pointer, True)
 
 

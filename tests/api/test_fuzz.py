@@ -387,7 +387,7 @@ def test_stateful_fuzz_follows_the_links_from_a_prediction(
     if run.findings:
         pytest.fail(run.report(), pytrace=False)
     followed_ok = {name for (name, status), _ in followed.items() if status == 200}
-    assert LINKS <= followed_ok, f"links never followed to a 200: {LINKS - followed_ok}"
+    assert LINKS <= followed_ok, f"links never followed to a 200: {LINKS - followed_ok} ({steps})"
     assert run.served, "the stateful run was never served a prediction"
     deadline, counts = time.monotonic() + 30, {}
     while time.monotonic() < deadline:

@@ -194,6 +194,7 @@ _FLAT = frozenset({str, int, float, bool, type(None)})
 
 def _check_finite(value: Any) -> None:
     """Raises ValueError if ``value`` holds a NaN or infinite float at any depth."""
+    # pylint: disable=unidiomatic-typecheck  # exact types: a subclass takes the slow path
     if type(value) is dict and set(map(type, value.values())) <= _FLAT:
         # The usual record, flat: the sum of its floats is finite only if each of them is
         # (or, rarely, when huge ones overflow it: then they are looked at one by one).
