@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle  # nosec B403 - the test's own objects, as Dask ships them
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,33 @@ def test_probe_rows_reach_both_branches_of_missing_values():
     rows = compiled.probe_rows(12)
     assert rows.shape == (compiled.PROBE_ROWS, 12) and rows.dtype == np.float32
     assert np.isnan(rows).any() and (rows == 1).any() and (np.abs(rows) > 10).any()
+
+
+def test_a_pickled_model_reloads_its_library_only_if_it_is_still_the_same(compiled_dir: Path):
+    """What a Dask worker receives: the library's path and key, not a handle."""
+    model = Model.load(compiled_dir)
+    assert pickle.loads(pickle.dumps(model)).scorer == "compiled"
+    spec = json.loads((compiled_dir / compiled.LIBRARY_SPEC).read_text())
+    try:
+        (compiled_dir / compiled.LIBRARY_SPEC).write_text(json.dumps({**spec, "key": "other"}))
+        travelled = pickle.loads(pickle.dumps(model))
+    finally:
+        (compiled_dir / compiled.LIBRARY_SPEC).write_text(json.dumps(spec))
+    assert travelled.scorer == "xgboost"
+    features = compiled.probe_rows(len(model.featurizer.output_names))
+    assert np.abs(travelled.predict_proba(features) - model.predict_proba(features)).max() <= 1e-6
+
+
+def test_a_large_matrix_split_between_threads_scores_as_one_thread(compiled_dir: Path):
+    model = Model.load(compiled_dir)
+    assert model.trees is not None
+    width = len(model.featurizer.output_names)
+    rows = np.tile(
+        compiled.probe_rows(width), (compiled.PARALLEL_ROWS // compiled.PROBE_ROWS + 7, 1)
+    )
+    alone = model.predict_proba(rows)
+    model.trees.threads = 3
+    shared = model.predict_proba(rows)
+    assert rows.shape[0] > compiled.PARALLEL_ROWS and np.array_equal(alone, shared)
+    expected = model.booster.inplace_predict(rows, missing=np.nan)
+    assert np.abs(shared - expected).max() <= 1e-6

@@ -11,14 +11,17 @@ run id that scored it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xgbops.champion import CHAMPION_ALIAS
+from xgbops.compiled import compile_into
 from xgbops.config import Settings
 from xgbops.model import Model
 from xgbops.partitions import read_partitioned, text_columns
@@ -66,7 +69,12 @@ def score_table(
     tracker = Tracker(settings)
     alias = None if version else CHAMPION_ALIAS
     info = tracker.version(settings.model_name, version=version, alias=alias)
-    model = Model.load(tracker.download_model(settings.model_name, version=info.version))
+    files = tracker.download_model(settings.model_name, version=info.version)
+    if settings.compiled_cache_path is not None:  # the API's compiled trees, where it can
+        compile_into(files, settings.compiled_cache_path)
+    model = Model.load(files)
+    if model.trees is not None and settings.engine == "local":  # the cores, as XGBoost's would
+        model.trees.threads = os.cpu_count() or 1
     target = str(output)
     if "://" not in target:
         Path(target).mkdir(parents=True, exist_ok=True)
@@ -94,11 +102,22 @@ def score_table(
 
 def score_frame(model: Model, frame: pd.DataFrame, version: str, run_id: str) -> pd.DataFrame:
     """``frame`` with the model's probability and label, the version and the run id added."""
-    columns = {name: frame[name].to_numpy(dtype=object) for name in model.featurizer.input_names}
+    columns = {
+        column.name: (
+            frame[column.name].to_numpy(dtype=object)
+            if column.kind == "categorical"
+            else pd.to_numeric(frame[column.name], errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+        )
+        for column in model.featurizer.columns
+    }
     probability = model.predict_proba(model.featurizer.transform_columns(columns))
     scored = frame.copy()
     scored["probability"] = probability
-    scored["label"] = [model.label(p) for p in probability]
+    scored["label"] = np.where(
+        probability >= model.threshold, model.positive_label, model.negative_label
+    ).astype(object)
     scored["model_version"] = version
     scored["run_id"] = run_id
     return scored
