@@ -212,7 +212,7 @@ class PredictionService:
         started = time.perf_counter()
         scores = challenger.predictor.predict_proba(records)
         latency_ms = (time.perf_counter() - started) * 1000 / len(records)
-        labels = _labels(challenger, scores)
+        labels = challenger.predictor.model.labels(scores)
         metrics.observe_predictions(labels, challenger.version, scores, CHALLENGER)
         if not self.settings.serve.record_predictions:
             return
@@ -301,7 +301,7 @@ class PredictionService:
         latency_ms = (time.perf_counter() - started) * 1000 / len(records)
         # Per-record work is kept to list comprehensions: a 10,000-record batch runs these
         # lines 10,000 times, and every microsecond there is 1 % of the batch's time.
-        labels = _labels(loaded, scores)
+        labels = loaded.predictor.model.labels(scores)
         ids = random_ids(len(records))
         if self.settings.serve.record_predictions:
             self.writer.record_batch(
@@ -499,13 +499,6 @@ def new_request_id(header: str | None) -> str:
     if header and 0 < len(header) <= 128 and header.isprintable():
         return header
     return random_id()
-
-
-def _labels(loaded: LoadedModel, scores: Any) -> list[str]:
-    """The served label of each score (the model's own threshold and labels)."""
-    model = loaded.predictor.model
-    positive, negative = model.positive_label, model.negative_label
-    return [positive if p else negative for p in (scores >= model.threshold).tolist()]
 
 
 def _answered_by(loaded: LoadedModel, arm: str) -> dict[str, Any]:

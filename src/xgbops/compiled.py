@@ -28,6 +28,8 @@ import numpy.typing as npt
 import structlog
 import xgboost as xgb
 
+from xgbops.files import write_atomically
+
 log = structlog.get_logger(__name__)
 
 #: The compiled trees and what they were compiled from, beside ``booster.ubj``.
@@ -177,13 +179,13 @@ def compile_into(model_dir: Path, cache: Path) -> str:
     booster_path = model_dir / "booster.ubj"
     if _tl2cgen_version() is None:
         return "not compiled: tl2cgen is not installed"
-    compiler = _compiler()
     key = library_key(booster_path)
     if _spec_key(model_dir) == key and (model_dir / LIBRARY_FILE).is_file():
         return "present"
     cached = cache / f"{key}.so"
     outcome = "cached"
     if not cached.is_file():
+        compiler = _compiler()
         if compiler is None:
             return "not compiled: no C compiler (gcc, cc or clang) on PATH"
         try:
@@ -192,9 +194,9 @@ def compile_into(model_dir: Path, cache: Path) -> str:
             log.warning("trees.compile_failed", model_dir=str(model_dir), error=repr(exc))
             return f"not compiled: {type(exc).__name__}: {exc}"
         outcome = "compiled"
-    _place(cached, model_dir / LIBRARY_FILE)
+    write_atomically(model_dir / LIBRARY_FILE, cached.read_bytes())
     spec = {"key": key, "tl2cgen": _tl2cgen_version(), "machine": platform.machine()}
-    _write_atomically(model_dir / LIBRARY_SPEC, json.dumps(spec).encode())
+    write_atomically(model_dir / LIBRARY_SPEC, json.dumps(spec).encode())
     log.info("trees.ready", model_dir=str(model_dir), outcome=outcome)
     return outcome
 
@@ -251,21 +253,6 @@ def _compile(booster_path: Path, target: Path, compiler: str) -> None:
         (sources / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
         built = tl2cgen.create_shared(compiler, str(sources), nthread=cores, options=list(OPTIONS))
         os.replace(built, target)
-
-
-def _place(source: Path, target: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".trees-", delete=False) as tmp:
-        partial = Path(tmp.name)
-    shutil.copyfile(source, partial)
-    partial.chmod(0o644)
-    os.replace(partial, target)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".trees-", delete=False) as tmp:
-        tmp.write(data)
-    Path(tmp.name).chmod(0o644)
-    os.replace(tmp.name, path)
 
 
 def _spec_key(model_dir: Path) -> str | None:

@@ -11,14 +11,12 @@ git history or pulls from the remote), and checks the hash before writing anythi
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from xgbops import XgbopsError
 from xgbops.config import Settings
+from xgbops.files import write_atomically
 
 #: Run and registered-version tag holding the dataset's md5 (DVC's hash of the file).
 DATA_VERSION_TAG = "data_version"
@@ -91,18 +89,18 @@ def restore(
     for source, candidate in (("already there", output), ("workspace", current)):
         if _has_version(candidate, wanted):
             if candidate != output:
-                _write_atomically(output, candidate.read_bytes())
+                write_atomically(output, candidate.read_bytes())
             return Restored(output, wanted, source)
         tried.append(f"{source}: {candidate} is another version or missing")
     cached = _cache_object(project_dir, wanted)
     if cached is not None and _has_version(cached, wanted):
-        _write_atomically(output, cached.read_bytes())
+        write_atomically(output, cached.read_bytes())
         return Restored(output, wanted, "dvc cache")
     tried.append("dvc cache: no object with that hash")
     if commit:
         content, reason = _at_commit(project_dir, current, commit)
         if content is not None and _md5(content) == wanted:
-            _write_atomically(output, content)
+            write_atomically(output, content)
             return Restored(output, wanted, f"commit {commit[:12]}")
         tried.append(f"commit {commit[:12]}: {reason or 'the file there is another version'}")
     else:
@@ -181,20 +179,3 @@ def _at_commit(project_dir: Path, dataset: Path, commit: str) -> tuple[bytes | N
     except Exception as exc:  # pylint: disable=broad-exception-caught  # DVC's errors vary
         return None, f"{type(exc).__name__}: {exc}"
     return bytes(content), None
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write beside ``path`` then rename over it: a reader never sees half a dataset."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-        if path.exists():
-            shutil.copymode(path, partial)
-        else:
-            os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise

@@ -213,6 +213,11 @@ class Model:
         """The label a probability maps to under this model's threshold."""
         return self.positive_label if probability >= self.threshold else self.negative_label
 
+    def labels(self, probabilities: npt.NDArray[np.float64]) -> list[str]:
+        """:meth:`label` of every probability, compared with the threshold in one numpy pass."""
+        positive, negative = self.positive_label, self.negative_label
+        return [positive if p else negative for p in (probabilities >= self.threshold).tolist()]
+
     def spec(self) -> dict[str, Any]:
         """The JSON document saved beside the booster."""
         return {

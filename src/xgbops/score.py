@@ -106,18 +106,14 @@ def score_frame(model: Model, frame: pd.DataFrame, version: str, run_id: str) ->
         column.name: (
             frame[column.name].to_numpy(dtype=object)
             if column.kind == "categorical"
-            else pd.to_numeric(frame[column.name], errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan
-            )
+            else pd.to_numeric(frame[column.name]).to_numpy(dtype=np.float64, na_value=np.nan)
         )
         for column in model.featurizer.columns
     }
     probability = model.predict_proba(model.featurizer.transform_columns(columns))
     scored = frame.copy()
     scored["probability"] = probability
-    scored["label"] = np.where(
-        probability >= model.threshold, model.positive_label, model.negative_label
-    ).astype(object)
+    scored["label"] = model.labels(probability)
     scored["model_version"] = version
     scored["run_id"] = run_id
     return scored

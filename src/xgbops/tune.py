@@ -332,7 +332,6 @@ def tune(
     if settings.train.tuned_params is None:
         raise TuneError(f"{settings.train_config}: set tuned_params, the file tune writes")
     trials = trials or config.trials
-    asked_workers, workers = workers, workers or config.workers
     if timeout is None and config.timeout is not None:
         timeout = config.timeout.total_seconds()
     deadline = None if timeout is None else time.time() + timeout
@@ -345,45 +344,64 @@ def tune(
         tags["xgbops.engine"] = settings.engine
     with tracker.run(f"tune-{name}", tags, run_id=resumed) as parent_run_id:
         study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
-        if settings.engine != "local":
-            _tune_on_cluster(settings, parent_run_id, trials, deadline, asked_workers, on_trial)
-            result = _summarise(settings, tracker, open_study(settings), parent_run_id)
-            log.info("tune.finished", study=name, best=result.best_value, **result.states)
-            return result
-        log.info("tune.started", study=name, storage=storage, trials=trials, workers=workers)
-        nthread = nthread or threads_per_worker(workers)
-        context = multiprocessing.get_context("spawn")
-        others = [
-            context.Process(
-                target=run_worker,
-                args=(settings, parent_run_id),
-                kwargs={
-                    "trials": trials,
-                    "deadline": deadline,
-                    "nthread": nthread,
-                    "seed_offset": index,
-                },
-                daemon=True,
+        if settings.engine == "local":
+            workers = workers or config.workers
+            log.info("tune.started", study=name, storage=storage, trials=trials, workers=workers)
+            _tune_in_processes(
+                settings,
+                parent_run_id,
+                trials,
+                deadline,
+                workers,
+                nthread or threads_per_worker(workers),
+                on_trial,
             )
-            for index in range(1, workers)
-        ]
-        for process in others:
-            process.start()
-        run_worker(
-            settings,
-            parent_run_id,
-            trials=trials,
-            deadline=deadline,
-            nthread=nthread,
-            on_trial=on_trial,
-        )
-        for process in others:
-            process.join()
-            if process.exitcode:
-                log.warning("tune.worker_failed", pid=process.pid, exitcode=process.exitcode)
+        else:
+            _tune_on_cluster(settings, parent_run_id, trials, deadline, workers, on_trial)
         result = _summarise(settings, tracker, open_study(settings), parent_run_id)
     log.info("tune.finished", study=name, best=result.best_value, **result.states)
     return result
+
+
+def _tune_in_processes(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    settings: Settings,
+    parent_run_id: str,
+    trials: int,
+    deadline: float | None,
+    workers: int,
+    nthread: int,
+    on_trial: ProgressCallback | None,
+) -> None:
+    """Run the study's trials in this process and ``workers - 1`` spawned ones (local engine)."""
+    context = multiprocessing.get_context("spawn")
+    others = [
+        context.Process(
+            target=run_worker,
+            args=(settings, parent_run_id),
+            kwargs={
+                "trials": trials,
+                "deadline": deadline,
+                "nthread": nthread,
+                "seed_offset": index,
+            },
+            daemon=True,
+        )
+        for index in range(1, workers)
+    ]
+    for process in others:
+        process.start()
+    run_worker(
+        settings,
+        parent_run_id,
+        trials=trials,
+        deadline=deadline,
+        nthread=nthread,
+        on_trial=on_trial,
+    )
+    for process in others:
+        process.join()
+        if process.exitcode:
+            log.warning("tune.worker_failed", pid=process.pid, exitcode=process.exitcode)
 
 
 def _tune_on_cluster(  # pylint: disable=too-many-arguments,too-many-positional-arguments

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, Final
 
 import orjson
@@ -151,11 +152,11 @@ def _rows_of(  # pylint: disable=too-many-arguments,too-many-positional-argument
         raise TypeError("created_at must be a datetime")
     created_at, latency_ms = utc(shared.created_at), float(shared.latency_ms)
     for name, column in (("id", ids), ("label", labels)):
-        if not set(map(type, column)) <= {str} and not all(isinstance(v, str) for v in column):
+        if not all(map(isinstance, column, repeat(str))):
             raise TypeError(f"{name} must be a string")
-    if not all(v is None or isinstance(v, str) for v in shadowed):
+    if not all(map(isinstance, shadowed, repeat((str, type(None))))):
         raise TypeError("shadow_of must be a string")
-    if not all(isinstance(record, dict) for record in inputs):
+    if not all(map(isinstance, inputs, repeat(dict))):
         raise TypeError("input must be a JSON object")
     for record in inputs:
         _check_finite(record)  # PostgreSQL's JSON has no NaN/Infinity (orjson writes null)
