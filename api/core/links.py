@@ -45,8 +45,3 @@ RETRAIN_LINKS: Final = {
         "parameters": {"job_id": "$response.body#/job_id"},
     }
 }
-
-
-def responses_with_links(status: int, links: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    """An OpenAPI ``responses`` fragment adding ``links`` to the ``status`` response."""
-    return {status: {"links": links}}

@@ -28,7 +28,8 @@ from xgbops.logs import configure_logging
 
 from api import docs_assets
 from api.core import errors, metrics
-from api.core.access import SECURITY_SCHEMES, document_security
+from api.core import openapi
+from api.core.access import SECURITY_SCHEMES
 from api.core.body import check_headers
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
@@ -68,7 +69,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
-    app.include_router(router(spec, record))
+    app.include_router(router())
     _install_docs(app)
     app.add_middleware(
         _Observe,
@@ -78,24 +79,34 @@ def create_app(
     app.add_middleware(metrics.TrackInFlight)
     _install_handlers(app)
     models = [record, batch, feedback]
-    app.openapi = lambda: _openapi(app, models, settings)  # type: ignore[method-assign]
+    examples = {"Record": spec.example()}
+    app.openapi = lambda: _openapi(app, models, settings, examples)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI, models: list[Any], settings: Settings) -> dict[str, Any]:
-    """FastAPI's document plus the generated request models, which routes reference by name."""
+def _openapi(
+    app: FastAPI, models: list[Any], settings: Settings, examples: dict[str, Any]
+) -> dict[str, Any]:
+    """Every operation from :mod:`api.core.openapi`, the request bodies from the pydantic
+    models of the dataset's records (the Flask document is built the same way)."""
     if app.openapi_schema:
         return app.openapi_schema
     document = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=[],  # every operation is in api.core.openapi, none is described twice
+        tags=list(openapi.TAGS),
     )
-    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-    document_security(document["paths"], settings)
-    components = document["components"].setdefault("schemas", {})
+    document["paths"] = openapi.paths(settings, examples)
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = SECURITY_SCHEMES
+    schemas = components.setdefault("schemas", {})
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(schema.pop("$defs", {}))
-        components[model.__name__] = schema
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas.update(openapi.answer_schemas(document["openapi"]))
     app.openapi_schema = document
     return document
 

@@ -6,7 +6,6 @@ FastAPI refuses exactly what Flask refuses, with the same reason.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -65,56 +64,3 @@ def feedback_model(labels: tuple[str, ...]) -> type[BaseModel]:
         label=(label, Field(description="the true outcome, learnt after the prediction")),
     )
     return model
-
-
-class FeedbackResponse(BaseModel):
-    """The answer to POST /feedback: what was stored, and when."""
-
-    prediction_id: str
-    label: str
-    received_at: datetime
-
-
-class Prediction(BaseModel):
-    """One scored record."""
-
-    prediction_id: str
-    probability: float
-    label: str
-
-
-class PredictResponse(Prediction):
-    """The answer to POST /predict."""
-
-    threshold: float
-    model_name: str
-    model_version: str
-    run_id: str | None = Field(description="the model's MLflow run")
-    arm: Literal["champion", "challenger"] = Field(description="the rollout arm that answered")
-
-
-class BatchResponse(BaseModel):
-    """The answer to POST /predict/batch."""
-
-    model_name: str
-    model_version: str
-    run_id: str | None = Field(description="the model's MLflow run")
-    arm: Literal["champion", "challenger"] = Field(description="the rollout arm that answered")
-    threshold: float
-    count: int
-    predictions: list[Prediction]
-
-
-class ErrorDetail(BaseModel):
-    """One offending field."""
-
-    field: str
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    """The one error shape of both apps."""
-
-    error: str
-    message: str
-    detail: list[ErrorDetail]

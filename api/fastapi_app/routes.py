@@ -5,21 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from api.core import errors, links, metrics
-from api.core.links import responses_with_links
+from api.core import errors, metrics
 from api.core.body import read_json
-from api.core.query import OPENAPI_PARAMETERS
-from api.core.retrain import JOB_ID_PARAMETER
-from api.core.rollout import ROLLOUT_CHANGE_SCHEMA, model_headers, request_caller
-from api.core.schema import RecordSpec
+from api.core.openapi import Views
+from api.core.rollout import model_headers, request_caller
 from api.core.service import PredictionService, new_request_id
-from api.fastapi_app.models import BatchResponse, ErrorBody, FeedbackResponse, PredictResponse
 
 
 async def get_service(request: Request) -> PredictionService:
@@ -58,34 +53,14 @@ def caller(connection: HTTPConnection) -> str:
 
 
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
-#: Documented with the pattern job ids have, checked by the core (same 422 as Flask's).
-JobId = Annotated[
-    str,
-    Path(
-        description=str(JOB_ID_PARAMETER["description"]),
-        json_schema_extra={"pattern": JOB_ID_PARAMETER["schema"]["pattern"]},
-    ),
-]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in (
-        (400, "unreadable body"),
-        (413, "body too large"),
-        (415, "not JSON"),
-        (422, "invalid fields"),
-        (503, "no champion loaded"),
-    )
-}
 
 
-def body_ref(name: str) -> dict[str, Any]:
-    """OpenAPI request body pointing at a generated model in the components."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
-        }
-    }
+def _json(
+    answer: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The core's answer encoded as is: it is already the documented shape, so FastAPI's
+    re-encoding (``jsonable_encoder``) would only cost time."""
+    return Response(orjson.dumps(answer), status, headers, media_type="application/json")
 
 
 async def read_body(request: Request) -> Any:
@@ -96,205 +71,118 @@ async def read_body(request: Request) -> Any:
     return read_json(request.headers.get("content-type"), await request.body(), limit)
 
 
-def router(spec: RecordSpec, record: type[BaseModel]) -> APIRouter:
-    """All HTTP and WebSocket routes for records described by ``spec``."""
+def router() -> APIRouter:
+    """All HTTP and WebSocket routes: each operation of :data:`api.core.openapi.ENDPOINTS` to
+    its view (documented there, not here; the core checks each body against the dataset)."""
     api = APIRouter(dependencies=[Depends(guard)])
+    for endpoint, view in views().routes():
+        api.add_api_route(
+            endpoint.path,
+            view,
+            methods=[endpoint.method],
+            name=endpoint.name,
+            status_code=endpoint.status,
+            include_in_schema=False,  # the document comes from api.core.openapi
+        )
+    api.add_api_websocket_route("/ws/predict", ws_predict)
+    return api
 
-    async def predict(
-        request: Request, response: Response, service: PredictionService
-    ) -> dict[str, Any]:
-        # The core checks the record (the one check both apps share); the Record model only
-        # documents it, as the Batch model documents /predict/batch.
+
+def views() -> Views:  # pylint: disable=too-many-locals  # a view each
+    """The view of each operation."""
+    table = Views()
+
+    @table.serves("predict", "predictV1")
+    async def predict(request: Request, service: ServiceDep) -> Response:
+        # The core checks the record (the one check both apps share).
         body = await read_body(request)
         answer = service.predict(body, request.state.request_id, caller(request))
-        response.headers.update(model_headers(answer))
-        return answer
+        return _json(answer, headers=model_headers(answer))
 
-    @api.post(
-        "/predict",
-        response_model=PredictResponse,
-        responses={**ERRORS, **responses_with_links(200, links.PREDICT_LINKS)},
-        tags=["predict"],
-        openapi_extra=body_ref(record.__name__),
-    )
-    async def predict_one(
-        request: Request, response: Response, service: ServiceDep
-    ) -> dict[str, Any]:
-        """Score one record: probability, label, threshold, model, arm and prediction id."""
-        return await predict(request, response, service)
-
-    @api.post(
-        "/api/v1/predict",
-        response_model=PredictResponse,
-        responses={**ERRORS, **responses_with_links(200, links.PREDICT_LINKS)},
-        tags=["v1"],
-        openapi_extra=body_ref(record.__name__),
-    )
-    async def predict_v1(
-        request: Request, response: Response, service: ServiceDep
-    ) -> dict[str, Any]:
-        """Same as POST /predict (DeployHub name)."""
-        return await predict(request, response, service)
-
-    @api.post(
-        "/predict/batch",
-        response_model=BatchResponse,
-        responses={**ERRORS, **responses_with_links(200, links.BATCH_LINKS)},
-        tags=["predict"],
-        openapi_extra=body_ref("Batch"),
-    )
+    @table.serves("predictBatch")
     async def predict_batch(request: Request, service: ServiceDep) -> Response:
-        """Score up to the configured limit of records, all or nothing."""
         # The core checks records column by column (one rule set with /predict, far faster than
-        # a pydantic pass per record); the Batch model documents the body. The core's answer is
-        # already the documented shape: encoded as is, not re-validated 10,000 times.
+        # a pydantic pass per record).
         answer = service.predict_batch(
             await read_body(request), request.state.request_id, caller(request)
         )
-        return Response(
-            orjson.dumps(answer), media_type="application/json", headers=model_headers(answer)
-        )
+        return _json(answer, headers=model_headers(answer))
 
-    @api.post(
-        "/feedback",
-        response_model=FeedbackResponse,
-        responses={
-            **{code: ERRORS[code] for code in (400, 413, 415, 422)},
-            503: {"model": ErrorBody, "description": "not stored: retry"},
-        },
-        tags=["feedback"],
-        openapi_extra=body_ref("Feedback"),
-    )
-    async def feedback(request: Request, service: ServiceDep) -> dict[str, Any]:
-        """Store the true label of a prediction; a second label for it replaces the first."""
-        return service.feedback(await read_body(request), request.state.request_id)
+    @table.serves("sendFeedback")
+    async def feedback(request: Request, service: ServiceDep) -> Response:
+        return _json(service.feedback(await read_body(request), request.state.request_id))
 
-    @api.post(
-        "/retrain",
-        status_code=202,
-        tags=["retrain"],
-        responses={
-            409: {"model": ErrorBody, "description": "a job is running"},
-            429: {"model": ErrorBody, "description": "rate limited"},
-            **responses_with_links(202, links.RETRAIN_LINKS),
-        },
-    )
-    def retrain(request: Request, response: Response, service: ServiceDep) -> dict[str, Any]:
-        """Train in the background; a better model becomes champion and is served at once."""
+    @table.serves("retrain")
+    def retrain(request: Request, service: ServiceDep) -> Response:
         client = request.client.host if request.client else "unknown"
         job = service.retrain(client)
-        response.headers["Location"] = f"/retrain/{job['job_id']}"
-        return job
+        return _json(job, 202, {"Location": f"/retrain/{job['job_id']}"})
 
-    @api.get(
-        "/retrain/{job_id}",
-        tags=["retrain"],
-        responses={
-            404: {"model": ErrorBody, "description": "no such job"},
-            422: {"model": ErrorBody, "description": "not a job id"},
-        },
-    )
-    def retrain_status(job_id: JobId, service: ServiceDep) -> dict[str, Any]:
-        """Status (queued, running, succeeded, failed), result and error of a job."""
-        return service.retrain_status(job_id)
+    @table.serves("readRetrainJob")
+    def retrain_status(job_id: str, service: ServiceDep) -> Response:
+        return _json(service.retrain_status(job_id))
 
-    @api.get("/health", tags=["operations"])
-    @api.get("/api/v1/health", tags=["v1"])
-    def health(service: ServiceDep) -> dict[str, Any]:
-        """Liveness: the process answers."""
-        return service.health()
+    @table.serves("health", "healthV1")
+    def health(service: ServiceDep) -> Response:
+        return _json(service.health())
 
-    @api.get("/ready", tags=["operations"], responses={503: {"description": "not ready"}})
-    def ready(service: ServiceDep) -> JSONResponse:
-        """200 when the champion is loaded and the history database answers, else 503."""
+    @table.serves("ready")
+    def ready(service: ServiceDep) -> Response:
         is_ready, body = service.readiness()
-        return JSONResponse(body, status_code=200 if is_ready else 503)
+        return _json(body, 200 if is_ready else 503)
 
-    @api.get("/model", tags=["operations"], responses={503: ERRORS[503]})
-    def model(service: ServiceDep) -> dict[str, Any]:
-        """Which model answers (version, run id, digest, source), metrics and features."""
-        return service.model_info()
+    @table.serves("readModel")
+    def model(service: ServiceDep) -> Response:
+        return _json(service.model_info())
 
-    @api.get(
-        "/predictions",
-        tags=["operations"],
-        responses={422: ERRORS[422]},
-        openapi_extra={"parameters": OPENAPI_PARAMETERS},  # checked by the core, not FastAPI
-    )
-    def predictions(request: Request, service: ServiceDep) -> dict[str, Any]:
-        """Stored predictions, newest first; page with limit/offset, filter by time/version."""
-        return service.predictions(request.query_params.multi_items())
+    @table.serves("readPredictions")
+    def predictions(request: Request, service: ServiceDep) -> Response:
+        return _json(service.predictions(request.query_params.multi_items()))
 
-    @api.get(
-        "/metrics",
-        tags=["operations"],
-        response_class=Response,
-        responses=metrics.OPENAPI_RESPONSES,
-    )
+    @table.serves("metrics")
     def prometheus() -> Response:
-        """Request counts, latency histograms, predictions by label, model version."""
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
-    @api.get("/api/v1/metrics", tags=["v1"])
-    def metrics_summary(service: ServiceDep) -> dict[str, Any]:
-        """Request count, error rate, latency percentiles, positive rate."""
-        return service.metrics_summary()
+    @table.serves("metricsSummary")
+    def metrics_summary(service: ServiceDep) -> Response:
+        return _json(service.metrics_summary())
 
-    @api.get(
-        "/rollout",
-        tags=["rollout"],
-        responses={503: {"model": ErrorBody, "description": "history unreadable"}},
-    )
-    async def rollout_report(service: ServiceDep) -> dict[str, Any]:
-        """The rollout's state, per-arm live metrics with intervals, tests and verdict."""
-        return service.rollout_report()
+    @table.serves("readRollout")
+    async def rollout_report(service: ServiceDep) -> Response:
+        return _json(service.rollout_report())
 
-    @api.put(
-        "/rollout",
-        tags=["rollout"],
-        responses={code: ERRORS[code] for code in (400, 413, 415, 422)},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ROLLOUT_CHANGE_SCHEMA}},
-            }
-        },
-    )
-    async def rollout_change(request: Request, service: ServiceDep) -> dict[str, Any]:
-        """Change the running rollout's mode or share (off pauses it); admin scope."""
+    @table.serves("changeRollout")
+    async def rollout_change(request: Request, service: ServiceDep) -> Response:
         client = request.client.host if request.client else "unknown"
-        return service.change_rollout(await read_body(request), f"api:{client}")
+        return _json(service.change_rollout(await read_body(request), f"api:{client}"))
 
-    @api.websocket("/ws/predict")
-    async def ws_predict(websocket: WebSocket) -> None:
-        """One JSON record (or {"records": [...]}) per message, one answer each."""
-        service: PredictionService = websocket.app.state.service
-        request_id = new_request_id(websocket.headers.get("x-request-id"))
-        try:
-            client = websocket.client.host if websocket.client else "unknown"
-            service.access.check(
-                "GET",
-                "/ws/predict",
-                websocket.headers.get("authorization"),
-                websocket.headers.get("x-api-key"),
-                client,
-            )
-        except errors.ApiError as refused:  # an HTTP answer to the handshake, as Flask gives
-            await websocket.send_denial_response(
-                JSONResponse(
-                    errors.error_body(refused), refused.status, headers=dict(refused.headers)
-                )
-            )
-            return
-        await websocket.accept()
-        try:
-            while True:
-                message = await websocket.receive_text()
-                await websocket.send_json(
-                    service.answer_message(message, request_id, caller(websocket))
-                )
-        except WebSocketDisconnect:
-            return
+    return table
 
-    del spec
-    return api
+
+async def ws_predict(websocket: WebSocket) -> None:
+    """One JSON record (or {"records": [...]}) per message, one answer each."""
+    service: PredictionService = websocket.app.state.service
+    request_id = new_request_id(websocket.headers.get("x-request-id"))
+    try:
+        client = websocket.client.host if websocket.client else "unknown"
+        service.access.check(
+            "GET",
+            "/ws/predict",
+            websocket.headers.get("authorization"),
+            websocket.headers.get("x-api-key"),
+            client,
+        )
+    except errors.ApiError as refused:  # an HTTP answer to the handshake, as Flask gives
+        await websocket.send_denial_response(
+            JSONResponse(errors.error_body(refused), refused.status, headers=dict(refused.headers))
+        )
+        return
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive_text()
+            await websocket.send_json(
+                service.answer_message(message, request_id, caller(websocket))
+            )
+    except WebSocketDisconnect:
+        return

@@ -1,4 +1,4 @@
-"""The Flask adapter: app factory, blueprints, marshmallow schemas, OpenAPI via flask-smorest.
+"""The Flask adapter: app factory, views (routes.py), marshmallow schemas, flask-smorest's page.
 
 ``create_app(settings)`` builds everything; there is no module-level app. Gunicorn loads it with
 ``api.flask_app:create_app()`` (see ``api/gunicorn_conf.py``).
@@ -16,7 +16,6 @@ import orjson
 import structlog
 from flask import Blueprint, Flask, Response, current_app, g, request, send_from_directory
 from flask.json.provider import DefaultJSONProvider
-from apispec import BasePlugin
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
@@ -25,15 +24,14 @@ from xgbops.logs import configure_logging
 
 from api import docs_assets
 from api.core import errors, metrics
-from api.core.access import SECURITY_SCHEMES, document_security
+from api.core import openapi
+from api.core.access import SECURITY_SCHEMES
 from api.core.body import check_headers, read_json
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
-from api.flask_app.schemas import ErrorBodySchema
+from api.flask_app.schemas import batch_schema, feedback_schema, record_schema
 from api.flask_app.websocket import register_websocket
-
-JSON_ENDPOINTS = {"/predict", "/predict/batch", "/api/v1/predict", "/feedback", "/rollout"}
 
 access_log = structlog.get_logger("xgbops.access")
 log = structlog.get_logger(__name__)
@@ -77,15 +75,15 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
         API_SPEC_OPTIONS={
             "info": {"description": f"Scores {settings.dataset.description}"},
             "components": {"securitySchemes": SECURITY_SCHEMES},
+            "tags": list(openapi.TAGS),
             "servers": [{"url": f"http://{settings.serve.host}:{settings.serve.port}"}],
         },
     )
     app.json = OrjsonProvider(app)
     app.extensions["xgbops"] = service
-    api = _Api(app, spec_kwargs={"extra_plugins": [_SecurityPlugin(settings)]})
     spec = RecordSpec.from_dataset(settings.dataset)
-    for blueprint in routes.blueprints(spec, settings.serve.batch_limit):
-        api.register_blueprint(blueprint)
+    routes.register(app, spec)
+    _document(app, _Api(app), spec, settings)
     register_websocket(app, service)
     app.register_blueprint(_docs_assets())
     _install_hooks(app, settings.serve.access_log)
@@ -111,23 +109,32 @@ def _docs_assets() -> Blueprint:
 
 
 class _Api(Api):  # type: ignore[misc]
-    """flask-smorest, documenting our error shape as the default error response."""
+    """flask-smorest for the document's page and route, without its stock error and pagination
+    components: every answer of this API is documented in :mod:`api.core.openapi`."""
 
-    ERROR_SCHEMA = ErrorBodySchema
+    def _register_responses(self) -> None:
+        """None: flask-smorest's would add its own error shape, which this API never sends."""
+
+    def _register_pagination_header(self) -> None:
+        """None: this API pages with limit and offset, without flask-smorest's header."""
 
 
-class _SecurityPlugin(BasePlugin):
-    """Writes each operation's security and refusals as the FastAPI twin does (same function)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self.settings = settings
-
-    def operation_helper(
-        self, path: str | None = None, operations: dict[str, Any] | None = None, **_: Any
-    ) -> None:
-        if path is not None and operations is not None:
-            document_security({path: operations}, self.settings)
+def _document(app: Flask, api: Api, spec: RecordSpec, settings: Settings) -> None:
+    """The OpenAPI document: every operation from :mod:`api.core.openapi`, the request bodies
+    from the marshmallow schemas of ``spec``'s records."""
+    record = record_schema(spec)
+    components = api.spec.components
+    components.schema("Record", schema=record)
+    components.schema("Batch", schema=batch_schema(record, settings.serve.batch_limit))
+    components.schema("Feedback", schema=feedback_schema(spec.labels))
+    for name, schema in openapi.answer_schemas(str(api.spec.openapi_version)).items():
+        components.schema(name, schema)
+    # flask-smorest's plugin writes a path from a Flask rule: the rule of an operation on it.
+    rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
+    rule_of = {e.path: rules[e.name] for e in openapi.ENDPOINTS}
+    for path, item in openapi.paths(settings, {"Record": spec.example()}).items():
+        parameters = item.pop("parameters", [])
+        api.spec.path(rule=rule_of[path], operations=item, parameters=parameters)
 
 
 @functools.cache
@@ -153,7 +160,7 @@ def _install_hooks(app: Flask, log_requests: bool) -> None:
                 request.headers.get("X-API-Key"),
                 request.remote_addr or "unknown",
             )
-        if request.method in ("POST", "PUT") and request.path in JSON_ENDPOINTS:
+        if request.method in ("POST", "PUT") and request.path in openapi.BODY_PATHS:
             _parse_json_body()
 
     @app.after_request

@@ -1,7 +1,7 @@
 """Marshmallow schemas generated from the dataset configuration (via ``RecordSpec``).
 
-The record schema is the Flask app's request schema (flask-smorest reads it for the OpenAPI
-document and calls its ``load``), but it does not check values itself: ``load`` hands the body
+The record schema is the Flask app's request schema (the OpenAPI document's ``Record``; the view
+calls its ``load``), but it does not check values itself: ``load`` hands the body
 to :meth:`RecordSpec.validate`, the one check both apps share, and raises the core's
 :class:`ValidationFailed`, which both apps turn into the one error body. The fields' types and
 validators describe the same rules for the document.
@@ -16,9 +16,6 @@ from marshmallow import RAISE, Schema, fields, validate
 from api.core.errors import ValidationFailed
 from api.core.feedback import PREDICTION_ID
 from api.core.schema import FieldSpec, RecordSpec
-
-#: Who may answer a prediction (api.core.rollout).
-ARMS = ("champion", "challenger")
 
 
 def _field(spec: FieldSpec) -> fields.Field[Any]:
@@ -92,60 +89,3 @@ def feedback_schema(labels: tuple[str, ...]) -> type[Schema]:
         "Meta": type("Meta", (), {"unknown": RAISE}),
     }
     return type("Feedback", (Schema,), attributes)
-
-
-class FeedbackResponseSchema(Schema):
-    """The answer to POST /feedback: what was stored, and when."""
-
-    prediction_id = fields.String()
-    label = fields.String()
-    received_at = fields.DateTime()
-
-
-class PredictionSchema(Schema):
-    """One scored record."""
-
-    prediction_id = fields.String(metadata={"description": "id of the stored prediction"})
-    probability = fields.Float(metadata={"description": "probability of the positive label"})
-    label = fields.String()
-
-
-class PredictResponseSchema(PredictionSchema):
-    """The answer to POST /predict."""
-
-    threshold = fields.Float()
-    model_name = fields.String()
-    model_version = fields.String()
-    run_id = fields.String(allow_none=True, metadata={"description": "the model's MLflow run"})
-    arm = fields.String(
-        validate=validate.OneOf(ARMS), metadata={"description": "the rollout arm that answered"}
-    )
-
-
-class BatchResponseSchema(Schema):
-    """The answer to POST /predict/batch."""
-
-    model_name = fields.String()
-    model_version = fields.String()
-    run_id = fields.String(allow_none=True, metadata={"description": "the model's MLflow run"})
-    arm = fields.String(
-        validate=validate.OneOf(ARMS), metadata={"description": "the rollout arm that answered"}
-    )
-    threshold = fields.Float()
-    count = fields.Integer()
-    predictions = fields.List(fields.Nested(PredictionSchema))
-
-
-class ErrorDetailSchema(Schema):
-    """One offending field."""
-
-    field = fields.String()
-    reason = fields.String()
-
-
-class ErrorBodySchema(Schema):
-    """The one error shape of both apps."""
-
-    error = fields.String()
-    message = fields.String()
-    detail = fields.List(fields.Nested(ErrorDetailSchema))
