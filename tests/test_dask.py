@@ -34,7 +34,7 @@ from xgbops.score import score_table
 from xgbops.synth import synthesize
 from xgbops.tracking import Tracker
 from xgbops.fitting import fit_model
-from xgbops.train import score, train
+from xgbops.train import evaluate_version, promote_version, score, train
 from xgbops.tune import tune
 
 from tests.conftest import FAST_TRAIN, make_project, seed_mlflow_store
@@ -169,6 +169,26 @@ def test_training_through_the_scheduler_registers_the_usual_model(dask_champion)
     predictor = Predictor.from_directory(model_dir)
     example = pd.read_json(settings.project_dir / "data" / "example.json", typ="series")
     assert 0.0 <= predictor.predict_proba([example.to_dict()])[0] <= 1.0
+
+
+def test_evaluate_and_promote_on_the_dask_engine_score_the_rows_training_did(dask_champion):
+    """``xgbops evaluate`` and ``promote`` with a Dask engine re-score the cluster's hash-split
+    holdout (not the local split of the CSV): the metrics training logged, exactly."""
+    settings = dask_champion
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, "champion")
+    logged = client.get_run(version.run_id).data.metrics
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(settings.project_dir)
+        evaluated = evaluate_version(settings, alias="champion")
+        decision = promote_version(settings, version.version)
+    assert evaluated.metrics["roc_auc"] == pytest.approx(logged["holdout_roc_auc"], abs=1e-12)
+    assert decision.challenger_score == pytest.approx(logged["holdout_roc_auc"], abs=1e-12)
+    assert decision.reason == "already champion" and not decision.promoted
+    local = load_settings(project_dir=settings.project_dir)  # the local split's other rows
+    assert evaluate_version(local, alias="champion").metrics["roc_auc"] != pytest.approx(
+        logged["holdout_roc_auc"], abs=1e-9
+    )
 
 
 def test_dask_and_local_engines_agree_on_the_same_split(dask_project, cluster):

@@ -125,17 +125,10 @@ def fit_on_cluster(
         ClusterError: training failed on the cluster (a lost worker fails it: nothing is
             returned, so nothing is registered).
     """
-    dataset, config, options = settings.dataset, settings.train, settings.dask
-    source = options.data or str(settings.data_path)
-    frame = read_partitioned(source, dataset, options.csv_blocksize)
-    checked = check_partitions(frame, dataset, source, config.split, config.seed, options.split_key)
-    if not checked.report.passed:
-        raise DataValidationError(checked.report)
-    frame = frame.map_partitions(typed, dataset)
-    part = frame.map_partitions(
-        hash_split, dataset, config.split, config.seed, options.split_key, meta=("part", "object")
-    )
-    featurizer = Featurizer.from_dataset(dataset)
+    config = settings.train
+    split = _split(settings)
+    frame, part = split.frame, split.part
+    featurizer = Featurizer.from_dataset(settings.dataset)
     dtrain = _matrix(client, frame[part == "train"], featurizer, settings)
     dvalid = _matrix(client, frame[part == "validation"], featurizer, settings, ref=dtrain)
     output = _train_watched(
@@ -152,19 +145,61 @@ def fit_on_cluster(
     if on_round is not None:  # rounds run on the workers: report the end only
         on_round(booster.num_boosted_rounds(), config.num_boost_round)
     model, best = best_model(booster, featurizer, settings)
-    holdout = _sample(
-        frame[part == "holdout"], settings, checked.split_rows["holdout"], EVALUATION_ROWS
-    )
-    train_sample = _sample(
-        frame[part == "train"], settings, checked.split_rows["train"], BASELINE_ROWS
-    )
+    splits = _evaluated(split, settings)
     return ClusterFit(
         fitted=FitResult(model=model, history=output["history"], best_iteration=best),
-        report=checked.report,
-        holdout=holdout,
-        baseline_splits=Splits(train_sample, holdout.iloc[:0], holdout),
-        params=_params(settings, client, checked, best, len(holdout), source),
+        report=split.checked.report,
+        holdout=splits.holdout,
+        baseline_splits=splits,
+        params=_params(settings, client, split.checked, best, len(splits.holdout), split.source),
     )
+
+
+def evaluation_splits(settings: Settings) -> Splits:
+    """The holdout and the baselines' train sample exactly as :func:`fit_on_cluster` evaluates
+    them (same hash split, same samples), read on the engine's cluster: what ``xgbops
+    evaluate`` and ``xgbops promote`` re-score on.
+
+    Raises:
+        xgbops.data.DataValidationError: a partition failed its checks.
+        ClusterError: the cluster cannot be reached.
+    """
+    with connect(settings):
+        return _evaluated(_split(settings), settings)
+
+
+@dataclass
+class _Split:
+    """The checked, typed table on the cluster and the part (train, validation, holdout) of
+    each row."""
+
+    source: str
+    checked: PartitionedReport
+    frame: dd.DataFrame
+    part: dd.Series
+
+
+def _split(settings: Settings) -> _Split:
+    dataset, config, options = settings.dataset, settings.train, settings.dask
+    source = options.data or str(settings.data_path)
+    frame = read_partitioned(source, dataset, options.csv_blocksize)
+    checked = check_partitions(frame, dataset, source, config.split, config.seed, options.split_key)
+    if not checked.report.passed:
+        raise DataValidationError(checked.report)
+    frame = frame.map_partitions(typed, dataset)
+    part = frame.map_partitions(
+        hash_split, dataset, config.split, config.seed, options.split_key, meta=("part", "object")
+    )
+    return _Split(source, checked, frame, part)
+
+
+def _evaluated(split: _Split, settings: Settings) -> Splits:
+    """The holdout (all of it, or a sample of :data:`EVALUATION_ROWS`) and a train sample of
+    :data:`BASELINE_ROWS` for the baselines, brought back to the client."""
+    frame, part, rows = split.frame, split.part, split.checked.split_rows
+    holdout = _sample(frame[part == "holdout"], settings, rows["holdout"], EVALUATION_ROWS)
+    train_sample = _sample(frame[part == "train"], settings, rows["train"], BASELINE_ROWS)
+    return Splits(train_sample, holdout.iloc[:0], holdout)
 
 
 def _train_watched(client: Client, **kwargs: Any) -> dict[str, Any]:

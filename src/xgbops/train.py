@@ -375,7 +375,7 @@ def promote_version(
     name = settings.model_name
     challenger = tracker.version(name, version=version)
     if holdout is None or baseline_metrics is None:
-        splits = load_splits(settings)
+        splits = evaluation_splits(settings)
         holdout = splits.holdout if holdout is None else holdout
         if baseline_metrics is None:
             baseline_metrics = _baseline_metrics(settings, splits)
@@ -447,7 +447,24 @@ def _verdict(decision: PromotionDecision, promotion: Promotion, force: bool) -> 
 
 def _holdout(settings: Settings) -> pd.DataFrame:
     """The holdout rows as ``train`` split them (same data, same seed)."""
-    return load_splits(settings).holdout
+    return evaluation_splits(settings).holdout
+
+
+def evaluation_splits(settings: Settings) -> Splits:
+    """The split ``train`` evaluated its candidate on, by the settings' engine: the local
+    split of the dataset, or the Dask engines' hash split of the partitioned data (on the
+    cluster, with the same holdout sample), so that a later ``evaluate`` or ``promote`` scores
+    the very rows training did.
+
+    Raises:
+        DataError, DataValidationError: the dataset cannot be used.
+        xgbops.distributed.ClusterError: the engine's cluster cannot be reached.
+    """
+    if settings.engine == "local":
+        return load_splits(settings)
+    from xgbops import distributed  # pylint: disable=import-outside-toplevel  # dask on demand
+
+    return distributed.evaluation_splits(settings)
 
 
 def _champion_score(
