@@ -176,7 +176,7 @@ class _Split:
     source: str
     checked: PartitionedReport
     frame: dd.DataFrame
-    part: dd.Series
+    part: Any  #: a dask Series of part names (its == is elementwise, unlike the stubs say)
 
 
 def _split(settings: Settings) -> _Split:
