@@ -15,7 +15,7 @@ from xgbops import compiled
 from xgbops.champion import ChampionVersion, install_model, read_pointer
 from xgbops.config import Settings
 from xgbops.data import load_splits
-from xgbops.model import BOOSTER_FILE, Model
+from xgbops.model import BOOSTER_FILE, COMPILED_MOST_ROWS, Model
 
 from tests.conftest import project_settings
 
@@ -148,16 +148,15 @@ def test_a_pickled_model_reloads_its_library_only_if_it_is_still_the_same(compil
     assert np.abs(travelled.predict_proba(features) - model.predict_proba(features)).max() <= 1e-6
 
 
-def test_a_large_matrix_split_between_threads_scores_as_one_thread(compiled_dir: Path):
+def test_a_few_rows_go_to_the_compiled_trees_and_many_to_xgboost(compiled_dir: Path):
+    """Each path where it is faster (see COMPILED_MOST_ROWS), both within 1e-6 of each other."""
     model = Model.load(compiled_dir)
     assert model.trees is not None
     width = len(model.featurizer.output_names)
-    rows = np.tile(
-        compiled.probe_rows(width), (compiled.PARALLEL_ROWS // compiled.PROBE_ROWS + 7, 1)
-    )
-    alone = model.predict_proba(rows)
-    model.trees.threads = 3
-    shared = model.predict_proba(rows)
-    assert rows.shape[0] > compiled.PARALLEL_ROWS and np.array_equal(alone, shared)
-    expected = model.booster.inplace_predict(rows, missing=np.nan)
-    assert np.abs(shared - expected).max() <= 1e-6
+    many = np.tile(compiled.probe_rows(width), (COMPILED_MOST_ROWS // compiled.PROBE_ROWS + 1, 1))
+    few = many[: COMPILED_MOST_ROWS - 1]
+    assert many.shape[0] >= COMPILED_MOST_ROWS
+    assert np.array_equal(model.predict_proba(few), model.trees.predict(few))
+    by_xgboost = model.booster.inplace_predict(many, missing=np.nan)
+    assert np.array_equal(model.predict_proba(many), by_xgboost)
+    assert np.abs(model.trees.predict(many) - by_xgboost).max() <= 1e-6

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -72,10 +71,6 @@ void xgbops_predict_rows(const float* rows, int64_t count, int32_t width,
 """
 
 
-#: Rows from which a matrix is split between :attr:`CompiledTrees.threads` threads.
-PARALLEL_ROWS = 20_000
-
-
 class CompiledTrees:
     """A loaded library: probabilities for a featurised float32 matrix.
 
@@ -94,9 +89,6 @@ class CompiledTrees:
         self.path = path
         self.width = width
         self.key = _spec_key(path.parent)
-        #: Threads for a large matrix (``xgbops score`` on the local engine sets the cores).
-        self.threads = 1
-        self._released = ctypes.CDLL(str(path)).xgbops_predict_rows  # lets go of the GIL
         library = ctypes.PyDLL(str(path))
         features, outputs = int(library.get_num_feature()), int(library.xgbops_outputs())
         if features != width or outputs != 1:
@@ -112,7 +104,6 @@ class CompiledTrees:
             ctypes.c_void_p,
         ]
         self._rows.restype = None
-        self._released.argtypes, self._released.restype = self._rows.argtypes, None
 
     def __reduce__(self) -> tuple[Any, tuple[str, int, str | None]]:
         """Pickled as its path and key (a Dask worker reloads it): a library handle cannot
@@ -125,33 +116,11 @@ class CompiledTrees:
         if rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(f"expected rows of {self.width} features, got shape {rows.shape}")
         result = np.empty(rows.shape[0], dtype=np.float32)
-        if self.threads > 1 and rows.shape[0] >= PARALLEL_ROWS:
-            bounds = np.linspace(0, rows.shape[0], self.threads + 1, dtype=np.int64).tolist()
-            with ThreadPoolExecutor(self.threads) as pool:
-                for started in [
-                    pool.submit(self._score_slice, rows, start, stop, result)
-                    for start, stop in zip(bounds, bounds[1:])
-                ]:
-                    started.result()
-            return result.astype(np.float64)
         entry = np.empty(self.width, dtype=np.float32)  # the library's row buffer
         self._rows(
             rows.ctypes.data, rows.shape[0], self.width, entry.ctypes.data, result.ctypes.data
         )
         return result.astype(np.float64)
-
-    def _score_slice(
-        self, rows: npt.NDArray[np.float32], start: int, stop: int, result: npt.NDArray[np.float32]
-    ) -> None:
-        """Rows ``start:stop`` into ``result``, the GIL released (one of several threads)."""
-        entry = np.empty(self.width, dtype=np.float32)
-        self._released(
-            rows[start:stop].ctypes.data,
-            stop - start,
-            self.width,
-            entry.ctypes.data,
-            result[start:stop].ctypes.data,
-        )
 
 
 def _reload(path: str, width: int, key: str | None) -> CompiledTrees | None:

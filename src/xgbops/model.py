@@ -30,6 +30,13 @@ SPEC_FORMAT = 1
 Matrix = npt.NDArray[np.float32]
 
 
+#: Rows from which XGBoost scores a matrix rather than the compiled trees: below, the compiled
+#: function's few microseconds of overhead win (1 row: 8 us against XGBoost's 250 us); from a
+#: few hundred rows XGBoost's blocked traversal is faster (10^5 rows: 2.6 us a row against 3.3,
+#: one thread each, 288 trees; ``benchmarks/serving.py`` and ``xgbops score`` measure both).
+COMPILED_MOST_ROWS = 256
+
+
 class ModelFormatError(XgbopsError):
     """A saved model directory is missing a file or holds a spec this version cannot read."""
 
@@ -193,7 +200,7 @@ class Model:
         """Probability of the positive label for each row of a featurised matrix."""
         if features.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
-        if self.trees is not None:
+        if self.trees is not None and features.shape[0] < COMPILED_MOST_ROWS:
             return self.trees.predict(features)
         scores = self.booster.inplace_predict(features, missing=np.nan)
         return np.asarray(scores, dtype=np.float64)

@@ -11,7 +11,6 @@ run id that scored it.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,8 +72,6 @@ def score_table(
     if settings.compiled_cache_path is not None:  # the API's compiled trees, where it can
         compile_into(files, settings.compiled_cache_path)
     model = Model.load(files)
-    if model.trees is not None and settings.engine == "local":  # the cores, as XGBoost's would
-        model.trees.threads = os.cpu_count() or 1
     target = str(output)
     if "://" not in target:
         Path(target).mkdir(parents=True, exist_ok=True)
@@ -119,10 +116,22 @@ def score_frame(model: Model, frame: pd.DataFrame, version: str, run_id: str) ->
     return scored
 
 
-def _write_part(
-    frame: pd.DataFrame, index: int, model: Model, version: str, run_id: str, output: str
+def _write_part(  # pylint: disable=too-many-arguments
+    frame: pd.DataFrame,
+    index: int,
+    model: Model,
+    version: str,
+    run_id: str,
+    output: str,
+    threads: int | None = None,
 ) -> int:
-    """Score one partition and write it as ``part-NNNNN.parquet``; returns its rows."""
+    """Score one partition and write it as ``part-NNNNN.parquet``; returns its rows.
+
+    ``threads``: XGBoost's threads (a Dask worker's own, so that its workers do not each take
+    every core of the machine); all the cores by default.
+    """
+    if threads is not None:
+        model.booster.set_param({"nthread": threads})
     scored = score_frame(model, frame.reset_index(drop=True), version, run_id)
     scored.to_parquet(f"{output.rstrip('/')}/part-{index:05d}.parquet", index=False)
     return len(scored)
@@ -177,8 +186,9 @@ def _score_on_cluster(
     frame = read_partitioned(source, settings.dataset, settings.dask.csv_blocksize)
     with connect(settings) as client:
         shared = client.scatter(model, broadcast=True)
+        threads = min(client.nthreads().values(), default=1)
         tasks = [
-            delayed(_write_part)(part, index, shared, version, run_id, output)
+            delayed(_write_part)(part, index, shared, version, run_id, output, threads)
             for index, part in enumerate(frame.to_delayed())
         ]
         futures = client.compute(tasks)
