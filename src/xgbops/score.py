@@ -123,6 +123,7 @@ def _write_part(  # pylint: disable=too-many-arguments
     version: str,
     run_id: str,
     output: str,
+    *,
     threads: int | None = None,
 ) -> int:
     """Score one partition and write it as ``part-NNNNN.parquet``; returns its rows.
@@ -188,7 +189,7 @@ def _score_on_cluster(
         shared = client.scatter(model, broadcast=True)
         threads = min(client.nthreads().values(), default=1)
         tasks = [
-            delayed(_write_part)(part, index, shared, version, run_id, output, threads)
+            delayed(_write_part)(part, index, shared, version, run_id, output, threads=threads)
             for index, part in enumerate(frame.to_delayed())
         ]
         futures = client.compute(tasks)
