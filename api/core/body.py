@@ -1,4 +1,5 @@
-"""Reading a request (its header lines, its JSON body), with the same refusals in both apps.
+"""Reading a request (its header lines, its JSON body), with the same refusals in both apps, and
+writing an answer's JSON the same way in both.
 
 A JSON object with the same key twice is refused (400 naming the key) rather than letting the
 last value win: a client that sent two values would never learn which one was scored.
@@ -6,13 +7,42 @@ last value win: a client that sent two values would never learn which one was sc
 
 from __future__ import annotations
 
+import dataclasses
+import decimal
 import json
+import uuid
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import Any
 
 import orjson
 
 from api.core.errors import BadRequest, HeaderTooLarge, PayloadTooLarge, UnsupportedMediaType
+
+#: orjson as ``json.dumps`` would write the core's answers: numbers as dictionary keys (the
+#: rollout report's counts by bucket) become strings, numpy scalars and arrays numbers.
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def write_json(value: Any) -> bytes:
+    """An answer as JSON, keys in their order (both apps' encoder).
+
+    Raises:
+        TypeError: a value that is not JSON (nor a dataclass, set, decimal, UUID or path).
+    """
+    return orjson.dumps(value, default=_plain, option=JSON_OPTIONS)
+
+
+def _plain(value: Any) -> Any:
+    """What orjson writes no other way: a dataclass as its fields, a set as a list, the rest
+    (decimal, UUID, path) as its text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, (decimal.Decimal, uuid.UUID, PurePath)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def check_headers(headers: Iterable[tuple[str, str]], limit: int) -> None:

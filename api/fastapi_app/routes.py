@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from api.core import errors, metrics
-from api.core.body import read_json
+from api.core.body import read_json, write_json
 from api.core.openapi import Views
 from api.core.rollout import model_headers, request_caller
 from api.core.service import PredictionService, new_request_id
 
 
-async def get_service(request: Request) -> PredictionService:
-    """The service core of this app (a dependency; async: FastAPI would run a plain function
-    in a thread, a hop that costs more than the lookup)."""
+def service_of(request: Request) -> PredictionService:
+    """The service core of this app (looked up, not injected: FastAPI's dependency solving
+    costs more per request than the lookup)."""
     service: PredictionService = request.app.state.service
     return service
 
@@ -52,15 +51,12 @@ def caller(connection: HTTPConnection) -> str:
     return request_caller(connection.headers.get, client, service.settings.rollout.key_header)
 
 
-ServiceDep = Annotated[PredictionService, Depends(get_service)]
-
-
 def _json(
     answer: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     """The core's answer encoded as is: it is already the documented shape, so FastAPI's
     re-encoding (``jsonable_encoder``) would only cost time."""
-    return Response(orjson.dumps(answer), status, headers, media_type="application/json")
+    return Response(write_json(answer), status, headers, media_type="application/json")
 
 
 async def read_body(request: Request) -> Any:
@@ -93,14 +89,16 @@ def views() -> Views:  # pylint: disable=too-many-locals  # a view each
     table = Views()
 
     @table.serves("predict", "predictV1")
-    async def predict(request: Request, service: ServiceDep) -> Response:
+    async def predict(request: Request) -> Response:
+        service = service_of(request)
         # The core checks the record (the one check both apps share).
         body = await read_body(request)
         answer = service.predict(body, request.state.request_id, caller(request))
         return _json(answer, headers=model_headers(answer))
 
     @table.serves("predictBatch")
-    async def predict_batch(request: Request, service: ServiceDep) -> Response:
+    async def predict_batch(request: Request) -> Response:
+        service = service_of(request)
         # The core checks records column by column (one rule set with /predict, far faster than
         # a pydantic pass per record).
         answer = service.predict_batch(
@@ -109,50 +107,55 @@ def views() -> Views:  # pylint: disable=too-many-locals  # a view each
         return _json(answer, headers=model_headers(answer))
 
     @table.serves("sendFeedback")
-    async def feedback(request: Request, service: ServiceDep) -> Response:
-        return _json(service.feedback(await read_body(request), request.state.request_id))
+    async def feedback(request: Request) -> Response:
+        return _json(
+            service_of(request).feedback(await read_body(request), request.state.request_id)
+        )
 
     @table.serves("retrain")
-    def retrain(request: Request, service: ServiceDep) -> Response:
+    def retrain(request: Request) -> Response:
+        service = service_of(request)
         client = request.client.host if request.client else "unknown"
         job = service.retrain(client)
         return _json(job, 202, {"Location": f"/retrain/{job['job_id']}"})
 
     @table.serves("readRetrainJob")
-    def retrain_status(job_id: str, service: ServiceDep) -> Response:
-        return _json(service.retrain_status(job_id))
+    def retrain_status(job_id: str, request: Request) -> Response:
+        return _json(service_of(request).retrain_status(job_id))
 
     @table.serves("health", "healthV1")
-    def health(service: ServiceDep) -> Response:
-        return _json(service.health())
+    def health(request: Request) -> Response:
+        return _json(service_of(request).health())
 
     @table.serves("ready")
-    def ready(service: ServiceDep) -> Response:
+    def ready(request: Request) -> Response:
+        service = service_of(request)
         is_ready, body = service.readiness()
         return _json(body, 200 if is_ready else 503)
 
     @table.serves("readModel")
-    def model(service: ServiceDep) -> Response:
-        return _json(service.model_info())
+    def model(request: Request) -> Response:
+        return _json(service_of(request).model_info())
 
     @table.serves("readPredictions")
-    def predictions(request: Request, service: ServiceDep) -> Response:
-        return _json(service.predictions(request.query_params.multi_items()))
+    def predictions(request: Request) -> Response:
+        return _json(service_of(request).predictions(request.query_params.multi_items()))
 
     @table.serves("metrics")
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @table.serves("metricsSummary")
-    def metrics_summary(service: ServiceDep) -> Response:
-        return _json(service.metrics_summary())
+    def metrics_summary(request: Request) -> Response:
+        return _json(service_of(request).metrics_summary())
 
     @table.serves("readRollout")
-    async def rollout_report(service: ServiceDep) -> Response:
-        return _json(service.rollout_report())
+    async def rollout_report(request: Request) -> Response:
+        return _json(service_of(request).rollout_report())
 
     @table.serves("changeRollout")
-    async def rollout_change(request: Request, service: ServiceDep) -> Response:
+    async def rollout_change(request: Request) -> Response:
+        service = service_of(request)
         client = request.client.host if request.client else "unknown"
         return _json(service.change_rollout(await read_body(request), f"api:{client}"))
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from decimal import Decimal
 
+import numpy as np
 import pytest
 
-from api.core.body import read_json
+from api.core.body import read_json, write_json
 from api.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JSON = "application/json"
@@ -67,3 +70,23 @@ def test_the_same_key_in_different_objects_is_no_repeat():
 def test_what_is_not_a_readable_json_body_is_refused(content_type, raw, error):
     with pytest.raises(error):
         read_json(content_type, raw, 50)
+
+
+def test_both_apps_write_an_answer_as_json_dumps_would():
+    """Number keys (the rollout report's buckets), numpy values, dataclasses, sets and text-like
+    values are written, in key order; what is not JSON is refused, not guessed."""
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    answer = {
+        "b": {3: np.float64(0.5), 1: np.int64(2)},
+        "a": [Point(1)],
+        "s": {7},
+        "d": Decimal("1.5"),
+    }
+    assert write_json(answer) == b'{"b":{"3":0.5,"1":2},"a":[{"x":1}],"s":[7],"d":"1.5"}'
+    assert json.loads(write_json({"arr": np.arange(3)})) == {"arr": [0, 1, 2]}
+    with pytest.raises(TypeError):
+        write_json({"x": object()})

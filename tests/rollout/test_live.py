@@ -153,7 +153,9 @@ def test_shadow_answers_with_the_champion_only_and_records_both_arms(live) -> No
     assert len(shadows) == 200
 
     with servers["fastapi"].client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-        report = client.get("/rollout").json()
+        answer = client.get("/rollout")
+    report = answer.json()
+    assert answer.status_code == 200, report
     assert report["paired"] is True and report["state"]["mode"] == "shadow"
     assert report["arms"]["challenger"]["requests"] == 200
     assert 0 <= report["agreement"]["estimate"] <= 1
