@@ -51,6 +51,7 @@ class Endpoint:  # pylint: disable=too-many-instance-attributes  # one OpenAPI o
     answer: str  #: what the success response is
     status: int = 200
     answer_schema: Mapping[str, Any] | None = None  #: JSON by default: an object
+    answer_content: Mapping[str, Any] | None = None  #: another media type than JSON
     refusals: Mapping[int, str] = field(default_factory=dict)
     refusal_schema: Mapping[str, Any] = field(default_factory=lambda: component("ErrorBody"))
     links: Mapping[str, Any] | None = None
@@ -60,8 +61,8 @@ class Endpoint:  # pylint: disable=too-many-instance-attributes  # one OpenAPI o
     def operation(self, examples: Mapping[str, Any]) -> dict[str, Any]:
         """The OpenAPI operation object; ``examples`` of request bodies by component name."""
         answer: dict[str, Any] = {"description": self.answer}
-        if self.path == "/metrics":
-            answer["content"] = copy.deepcopy(metrics.OPENAPI_RESPONSES[200]["content"])
+        if self.answer_content is not None:
+            answer["content"] = copy.deepcopy(dict(self.answer_content))
         else:
             schema = self.answer_schema or {"type": "object"}
             answer["content"] = {"application/json": {"schema": dict(schema)}}
@@ -177,6 +178,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         "metrics", "GET", "/metrics", "operations", "Prometheus metrics",
         "Request counts, latency histograms, predictions by label and model version, and the "
         "rest of the service's metrics.", str(metrics.OPENAPI_RESPONSES[200]["description"]),
+        answer_content=metrics.OPENAPI_RESPONSES[200]["content"],
     ),
     Endpoint(
         "metricsSummary", "GET", "/api/v1/metrics", "v1", "Metrics summary (DeployHub name)",
