@@ -74,7 +74,9 @@ def test_what_a_killed_process_acknowledged_is_stored_once(
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     acknowledged = acks.read_text(encoding="utf-8").split()
     assert len(acknowledged) == 600 and not stored_ids(migrated_url)  # all in memory when killed
-    assert _journals(spool_dir), "the killed process left its journal"
+    assert _journals(
+        spool_dir
+    ), f"the killed process left its journal: {sorted(p.name for p in spool_dir.iterdir())}"
 
     make_writer(migrated_url)  # a living process claims the dead one's journal
 
