@@ -17,9 +17,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 
 from api.core.history import HistoryWriter, PredictionBatch
-from api.core.history.journal import Journal, journal_line
+from api.core.history import journal as journal_module
+from api.core.history.journal import JOURNAL_GLOB, Journal, journal_line
 from api.core.history.records import from_json
 from tests.api import test_history as history_tests
 from tests.api.conftest import fill_disk
@@ -35,6 +37,8 @@ KILLED_SCRIPT = """
 import os, signal, sys, uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 from api.core.history import HistoryWriter, PredictionBatch
 
 url, spool, count, acks = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -150,3 +154,27 @@ def test_a_full_disk_is_reported_not_raised_and_records_still_reach_the_database
     finally:
         writer.close()
     assert not _journals(tiny_disk / "spool")
+
+
+def test_a_new_segment_is_locked_before_a_claimer_can_see_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay claims any unlocked journal it finds: a segment visible before its lock could
+    be claimed and deleted while its process went on appending to it."""
+    seen_at_lock: list[list[Path]] = []
+    real_flock = journal_module.fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        seen_at_lock.append(sorted(tmp_path.glob(JOURNAL_GLOB)))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(journal_module.fcntl, "flock", flock)
+    journal = Journal(tmp_path)
+    journal.append(b'{"a": 1}\n')
+    assert seen_at_lock == [[]]  # nothing under the journal's name until it was locked
+    (segment,) = tmp_path.glob(JOURNAL_GLOB)
+    assert segment.read_bytes() == b'{"a": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == [segment.name]  # no hidden name left
+    with segment.open("rb") as other:  # locked: a claimer's try_lock fails
+        with pytest.raises(BlockingIOError):
+            real_flock(other.fileno(), journal_module.fcntl.LOCK_EX | journal_module.fcntl.LOCK_NB)

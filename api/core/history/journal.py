@@ -87,10 +87,22 @@ class Journal:
         self._current, self._size = None, 0
 
     def _open(self) -> Segment:
+        """A new segment, locked before it can be seen: created and locked under a name no
+        claimer looks for, then renamed into :data:`JOURNAL_GLOB`. Created under its final
+        name, it would be unlocked for a moment, and a replay (another worker's, or this
+        process's own writer starting) could claim and delete it while this process went on
+        appending to the deleted file: answered predictions lost to the next SIGKILL."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"journal-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a new name: no one else holds it
+        name = f"journal-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        hidden, path = self.folder / f".{name}.new", self.folder / name
+        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new name: no one else holds it
+            os.rename(hidden, path)
+        except OSError:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
         self._current, self._size = Segment(path, fd), 0
         return self._current
 
