@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 from xgbops.config import Settings
+from xgbops.rollout.state import CHALLENGER, CHAMPION
 
 from api.core import links, metrics
 from api.core.access import document_security
 from api.core.query import OPENAPI_PARAMETERS
 from api.core.retrain import JOB_ID_PARAMETER
 from api.core.rollout import ROLLOUT_CHANGE_SCHEMA
+from api.core.schema import RecordSpec
 
 
 def component(name: str) -> dict[str, str]:
@@ -238,9 +240,10 @@ class Views(dict[str, Callable[..., Any]]):
         return ((endpoint, self[endpoint.name]) for endpoint in ENDPOINTS)
 
 
-def paths(settings: Settings, examples: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def paths(settings: Settings, spec: RecordSpec) -> dict[str, dict[str, Any]]:
     """The ``paths`` of the OpenAPI document, with what this server enforces (credentials,
-    scopes and rate limits, from ``settings``); ``examples`` of request bodies by name."""
+    scopes and rate limits, from ``settings``) and the example record of ``spec``."""
+    examples = {"Record": spec.example()}
     found: dict[str, dict[str, Any]] = {}
     for endpoint in ENDPOINTS:
         item = found.setdefault(endpoint.path, {})
@@ -269,7 +272,7 @@ def answer_schemas(openapi_version: str) -> dict[str, dict[str, Any]]:
         "run_id": nullable_string("the model's MLflow run"),
         "arm": {
             "type": "string",
-            "enum": ["champion", "challenger"],
+            "enum": [CHAMPION, CHALLENGER],
             "description": "the rollout arm that answered",
         },
         "threshold": number,

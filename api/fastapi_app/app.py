@@ -79,13 +79,12 @@ def create_app(
     app.add_middleware(metrics.TrackInFlight)
     _install_handlers(app)
     models = [record, batch, feedback]
-    examples = {"Record": spec.example()}
-    app.openapi = lambda: _openapi(app, models, settings, examples)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, models, settings, spec)  # type: ignore[method-assign]
     return app
 
 
 def _openapi(
-    app: FastAPI, models: list[Any], settings: Settings, examples: dict[str, Any]
+    app: FastAPI, models: list[Any], settings: Settings, spec: RecordSpec
 ) -> dict[str, Any]:
     """Every operation from :mod:`api.core.openapi`, the request bodies from the pydantic
     models of the dataset's records (the Flask document is built the same way)."""
@@ -98,7 +97,7 @@ def _openapi(
         routes=[],  # every operation is in api.core.openapi, none is described twice
         tags=list(openapi.TAGS),
     )
-    document["paths"] = openapi.paths(settings, examples)
+    document["paths"] = openapi.paths(settings, spec)
     components = document.setdefault("components", {})
     components["securitySchemes"] = SECURITY_SCHEMES
     schemas = components.setdefault("schemas", {})

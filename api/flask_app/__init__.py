@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
 from typing import Any
 
@@ -30,7 +29,7 @@ from api.core.body import check_headers, read_json, write_json
 from api.core.schema import RecordSpec
 from api.core.service import PredictionService, new_request_id
 from api.flask_app import routes
-from api.flask_app.schemas import batch_schema, feedback_schema, record_schema
+from api.flask_app.schemas import CoreChecked, batch_schema, feedback_schema, record_schema
 from api.flask_app.websocket import register_websocket
 
 access_log = structlog.get_logger("xgbops.access")
@@ -81,8 +80,9 @@ def create_app(settings: Settings | None = None, service: PredictionService | No
     app.json = OrjsonProvider(app)
     app.extensions["xgbops"] = service
     spec = RecordSpec.from_dataset(settings.dataset)
-    routes.register(app, spec)
-    _document(app, _Api(app), spec, settings)
+    record = record_schema(spec)  # the view's check and the document's Record, one class
+    routes.register(app, record)
+    _document(app, _Api(app), record, settings)
     register_websocket(app, service)
     app.register_blueprint(_docs_assets())
     _install_hooks(app, settings.serve.access_log)
@@ -118,10 +118,10 @@ class _Api(Api):  # type: ignore[misc]
         """None: this API pages with limit and offset, without flask-smorest's header."""
 
 
-def _document(app: Flask, api: Api, spec: RecordSpec, settings: Settings) -> None:
+def _document(app: Flask, api: Api, record: type[CoreChecked], settings: Settings) -> None:
     """The OpenAPI document: every operation from :mod:`api.core.openapi`, the request bodies
-    from the marshmallow schemas of ``spec``'s records."""
-    record = record_schema(spec)
+    from the marshmallow schemas of ``record``'s dataset."""
+    spec = record.record_spec
     components = api.spec.components
     components.schema("Record", schema=record)
     components.schema("Batch", schema=batch_schema(record, settings.serve.batch_limit))
@@ -131,7 +131,7 @@ def _document(app: Flask, api: Api, spec: RecordSpec, settings: Settings) -> Non
     # flask-smorest's plugin writes a path from a Flask rule: the rule of an operation on it.
     rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
     rule_of = {e.path: rules[e.name] for e in openapi.ENDPOINTS}
-    for path, item in openapi.paths(settings, {"Record": spec.example()}).items():
+    for path, item in openapi.paths(settings, spec).items():
         parameters = item.pop("parameters", [])
         api.spec.path(rule=rule_of[path], operations=item, parameters=parameters)
 
@@ -139,7 +139,7 @@ def _document(app: Flask, api: Api, spec: RecordSpec, settings: Settings) -> Non
 @functools.cache
 def openapi_route(rule: str) -> str:
     """A Flask rule as the OpenAPI document (and :mod:`api.core.access`) writes it."""
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+    return metrics.endpoint_label(rule)
 
 
 def _install_hooks(app: Flask, log_requests: bool) -> None:

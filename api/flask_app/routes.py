@@ -14,9 +14,8 @@ from flask import Flask, Response, current_app, g, request
 from api.core import metrics
 from api.core.openapi import Views
 from api.core.rollout import model_headers, request_caller
-from api.core.schema import RecordSpec
 from api.core.service import PredictionService
-from api.flask_app.schemas import record_schema
+from api.flask_app.schemas import CoreChecked
 
 
 def _service() -> PredictionService:
@@ -40,10 +39,10 @@ def flask_rule(path: str) -> str:
     return path.replace("{", "<").replace("}", ">")
 
 
-def register(app: Flask, spec: RecordSpec) -> None:
-    """Route every operation of :data:`~api.core.openapi.ENDPOINTS` to its view, for records
-    like ``spec``."""
-    for endpoint, view in views(spec).routes():
+def register(app: Flask, record: type[CoreChecked]) -> None:
+    """Route every operation of :data:`~api.core.openapi.ENDPOINTS` to its view; ``record``
+    checks the body of ``/predict``."""
+    for endpoint, view in views(record()).routes():
         app.add_url_rule(
             flask_rule(endpoint.path),
             endpoint=endpoint.name,
@@ -53,9 +52,8 @@ def register(app: Flask, spec: RecordSpec) -> None:
         )
 
 
-def views(spec: RecordSpec) -> Views:  # pylint: disable=too-many-locals  # a view each
+def views(record: CoreChecked) -> Views:  # pylint: disable=too-many-locals  # a view each
     """The view of each operation."""
-    record = record_schema(spec)()
     table = Views()
 
     @table.serves("predict", "predictV1")

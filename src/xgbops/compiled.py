@@ -74,11 +74,12 @@ void xgbops_predict_rows(const float* rows, int64_t count, int32_t width,
 class CompiledTrees:
     """A loaded library: probabilities for a featurised float32 matrix.
 
-    It is called through :class:`ctypes.PyDLL`, which keeps the GIL: the trees take about a
-    microsecond per row, while taking the GIL back from the worker's other threads (history
-    writer, shadow scorer) after a call that released it cost about 150 µs per request. The
-    function is reentrant, so the worker's request threads may call it at once (tl2cgen's own
-    batch predictor may be called by one thread at a time).
+    It is called through :class:`ctypes.PyDLL`, which keeps the GIL: the trees take a few
+    microseconds per row (:class:`xgbops.model.Model` calls them for small matrices only),
+    while taking the GIL back from the worker's other threads (history writer, shadow scorer)
+    after a call that released it cost about 150 µs per request. The function is reentrant, so
+    the worker's request threads may call it at once (tl2cgen's own batch predictor may be
+    called by one thread at a time).
 
     Raises:
         OSError, AttributeError: the file is not such a library.

@@ -30,10 +30,10 @@ SPEC_FORMAT = 1
 Matrix = npt.NDArray[np.float32]
 
 
-#: Rows from which XGBoost scores a matrix rather than the compiled trees: below, the compiled
-#: function's few microseconds of overhead win (1 row: 8 us against XGBoost's 250 us); from a
-#: few hundred rows XGBoost's blocked traversal is faster (10^5 rows: 2.6 us a row against 3.3,
-#: one thread each, 288 trees; ``benchmarks/serving.py`` and ``xgbops score`` measure both).
+#: Rows from which XGBoost scores a matrix rather than the compiled trees: below, XGBoost's
+#: fixed cost per call loses (1 row: 250 us against the trees' 8 us); from a few hundred rows its
+#: blocked traversal is faster (300 rows: 3.8 us a row against 4.2; 10^5 rows: 2.6 against 3.3;
+#: one thread each, the default model's 288 trees, measured in process).
 COMPILED_MOST_ROWS = 256
 
 
